@@ -1,0 +1,158 @@
+"""Choose the best candidate on the validation split, then score it once on the test split.
+
+The choice never looks at the test split: test metrics describe the chosen model, they do not choose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radpipe.dataset import Split
+from radpipe.errors import DataError, RadpipeError
+from radpipe.modelspec import ModelSpec, load_model_dir, read_spec
+from radpipe.progress import Progress, log
+
+SELECTION_KEYS = ("val_macro_f1", "val_accuracy")
+
+
+@dataclass
+class Candidate:
+    path: Path
+    spec: ModelSpec
+    name: str
+    run_id: str
+    val_metrics: dict[str, float]
+
+    def selection_key(self) -> tuple[float, ...]:
+        # Higher macro-F1, then accuracy, then lower loss; the name breaks exact ties deterministically.
+        return (
+            *(self.val_metrics.get(k, float("-inf")) for k in SELECTION_KEYS),
+            -self.val_metrics.get("val_loss", float("inf")),
+        )
+
+
+def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[Candidate]:
+    candidates = []
+    for i, path in enumerate(paths):
+        spec = read_spec(path)
+        extra = spec.extra
+        candidates.append(
+            Candidate(
+                path=Path(path),
+                spec=spec,
+                name=str(extra.get("candidate", f"candidate-{i}")),
+                run_id=(run_ids[i] if run_ids else str(extra.get("mlflow_run_id", ""))),
+                val_metrics=dict(extra.get("val_metrics", {})),
+            )
+        )
+    if not candidates:
+        raise RadpipeError("no trained candidates reached evaluate-and-register; check the train tasks' logs")
+    return candidates
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    best = max(sorted(candidates, key=lambda c: c.name), key=Candidate.selection_key)
+    for c in sorted(candidates, key=Candidate.selection_key, reverse=True):
+        marker = "*" if c is best else " "
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(c.val_metrics.items()))
+        log(f"evaluate: {marker} {c.name}: {metrics}")
+    return best
+
+
+@dataclass
+class Evaluation:
+    """Test-split results of one model."""
+
+    class_names: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    paths: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+def predict(model: Any, split: Split, batch_size: int, label: str = "evaluate: scoring") -> np.ndarray:
+    outputs = []
+    with Progress(label, len(split), " images") as bar:
+        for start in range(0, len(split), batch_size):
+            chunk = split.images[start : start + batch_size].astype(np.float32)
+            outputs.append(np.asarray(model.predict_on_batch(chunk)))
+            bar.update(len(chunk))
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(split.class_names)), np.float32)
+
+
+def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> Evaluation:
+    """Accuracy, macro-F1, per-class precision/recall/F1, one-vs-rest ROC-AUC, confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    k = len(class_names)
+    predicted = probabilities.argmax(axis=1)
+    ids = list(range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0)
+    present = [i for i in ids if (labels == i).any()]
+    onehot = np.eye(k)[labels]
+    auc = {}
+    for i in present:
+        if 0 < onehot[:, i].sum() < len(labels):
+            auc[i] = float(roc_auc_score(onehot[:, i], probabilities[:, i]))
+    evaluation = Evaluation(class_names, labels, probabilities, [])
+    evaluation.metrics = {
+        "accuracy": float((predicted == labels).mean()),
+        # Macro averages over the classes the test split has; a class with no test images has no recall.
+        "macro_f1": float(np.mean([f1[i] for i in present])),
+        "macro_precision": float(np.mean([precision[i] for i in present])),
+        "macro_recall": float(np.mean([recall[i] for i in present])),
+        "images": float(len(labels)),
+    }
+    if auc:
+        evaluation.metrics["roc_auc_macro_ovr"] = float(np.mean(list(auc.values())))
+    evaluation.per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            **({"roc_auc": auc[i]} if i in auc else {}),
+        }
+        for i, name in enumerate(class_names)
+    }
+    evaluation.confusion = confusion_matrix(labels, predicted, labels=ids).tolist()
+    return evaluation
+
+
+def evaluate_split(model: Any, data: Split, batch_size: int) -> Evaluation:
+    """Score ``model`` on a decoded split."""
+    if len(data) == 0:
+        raise DataError(f"the data set has no {data.name} images to evaluate on; ingest makes one, re-run it")
+    probabilities = predict(model, data, batch_size, f"evaluate: scoring {data.name}")
+    evaluation = compute_metrics(data.labels, probabilities, data.class_names)
+    evaluation.paths = data.paths
+    return evaluation
+
+
+def micro_roc(evaluation: Evaluation, max_points: int = 200) -> tuple[list[float], list[float], list[float]]:
+    """One-vs-rest ROC pooled over classes (what KFP's single-curve ROC view can show); no infinities."""
+    from sklearn.metrics import roc_curve
+
+    k = len(evaluation.class_names)
+    onehot = np.eye(k)[evaluation.labels]
+    fpr, tpr, thresholds = roc_curve(onehot.ravel(), evaluation.probabilities.ravel())
+    thresholds = np.minimum(thresholds, 1.0)
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
+    return fpr.tolist(), tpr.tolist(), thresholds.tolist()
+
+
+def load_candidate(candidate: Candidate) -> Any:
+    model, _ = load_model_dir(candidate.path)
+    return model

@@ -1,0 +1,380 @@
+"""Ingest: turn a folder-per-class image set into radpipe's normalised, de-duplicated data set.
+
+Input layouts (local folder, ``s3://`` prefix, or a .zip/.tar.gz at any of those or at an https URL)::
+
+    <root>/<class folder>/**/<image>                       # no splits: all three are made
+    <root>/{train,valid|val,test}/<class folder>/**/<image> # any subset; missing splits are made
+
+The class of a folder is ``class_map[folder]`` if given, else the folder name up to the first
+``class_separator`` (the Kaggle chest CT layout names ``adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib``
+in train and ``adenocarcinoma`` in test).
+
+Output (a KFP ``Dataset``)::
+
+    train/<class>/<file>  val/<class>/<file>  test/<class>/<file>  manifest.json
+
+Leakage matters more than size: an exact copy (same sha256) of a training image is removed from the
+evaluation splits, an image filed under two classes is dropped everywhere, and both are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radpipe import dataset, storage
+from radpipe.config import DataConfig
+from radpipe.errors import DataError
+from radpipe.preprocessing import ImageError, is_image_file, open_image
+from radpipe.progress import Progress, log
+
+SPLITS = dataset.SPLITS
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db"}
+MANIFEST = dataset.MANIFEST
+
+
+@dataclass
+class SourceImage:
+    path: Path
+    relpath: str
+    split: str | None
+    folder: str
+    label: str
+    sha256: str = ""
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+
+
+@dataclass
+class IngestReport:
+    """What ingest did to the data, so that nobody has to guess why a count changed."""
+
+    fingerprint: str = ""
+    class_names: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    created_splits: list[str] = field(default_factory=list)
+    removed_cross_split_duplicates: list[dict[str, str]] = field(default_factory=list)
+    removed_within_split_duplicates: list[dict[str, str]] = field(default_factory=list)
+    removed_conflicting_labels: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    skipped_non_images: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"classes: {', '.join(self.class_names)}"]
+        for split in SPLITS:
+            per_class = self.counts.get(split, {})
+            lines.append(
+                f"{split:>5}: {sum(per_class.values()):5d}  " + "  ".join(f"{c}={n}" for c, n in per_class.items())
+            )
+        if self.created_splits:
+            lines.append(f"made splits (seeded, stratified): {', '.join(self.created_splits)}")
+        for label, items in (
+            ("exact copies removed from evaluation splits (leakage)", self.removed_cross_split_duplicates),
+            ("exact copies removed within a split", self.removed_within_split_duplicates),
+            ("images filed under more than one class, dropped", self.removed_conflicting_labels),
+            ("unreadable images skipped", self.unreadable),
+            ("non-image files skipped", self.skipped_non_images),
+        ):
+            if items:
+                lines.append(f"{label}: {len(items)}")
+        lines.append(f"fingerprint: {self.fingerprint}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- discovery
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name not in IGNORED_NAMES and not p.name.startswith("."))
+
+
+def find_root(path: Path) -> Path:
+    """Descend through wrapper folders (an archive's single top folder, ``Data/``) to the data set root."""
+    while True:
+        children = _visible_children(path)
+        dirs = [c for c in children if c.is_dir()]
+        if len(dirs) == 1 and not any(c.is_file() and is_image_file(c) for c in children):
+            if dirs[0].name.lower() in SPLIT_ALIASES:  # a lone train/ folder is a split, not a wrapper
+                return path
+            path = dirs[0]
+            continue
+        return path
+
+
+def load_class_map(class_map: dict[str, str] | str) -> dict[str, str]:
+    if not class_map:
+        return {}
+    if isinstance(class_map, dict):
+        mapping: Any = class_map
+    else:
+        try:
+            mapping = yaml.safe_load(storage.read_bytes(class_map))
+        except yaml.YAMLError as exc:
+            raise DataError(f"class map {class_map} is not valid YAML: {exc}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise DataError(
+            f"class map {class_map!r} must be a mapping of folder name to class name, e.g. "
+            "'adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib: adenocarcinoma'"
+        )
+    return mapping
+
+
+def class_of(folder: str, class_map: dict[str, str], separator: str) -> str:
+    label = class_map.get(folder) or (folder.split(separator, 1)[0] if separator else folder)
+    label = label.strip()
+    if not label or "/" in label or label in (".", ".."):
+        raise DataError(f"folder {folder!r} gives an invalid class name {label!r}; add it to data.class_map")
+    return label
+
+
+def discover(root: Path, class_map: dict[str, str], separator: str, report: IngestReport) -> list[SourceImage]:
+    """List candidate images with their split (None when the data set has no splits) and class."""
+    top = _visible_children(root)
+    split_dirs = {SPLIT_ALIASES[p.name.lower()]: p for p in top if p.is_dir() and p.name.lower() in SPLIT_ALIASES}
+    images: list[SourceImage] = []
+    if split_dirs:
+        if "train" not in split_dirs:
+            raise DataError(
+                f"{root} has split folders ({', '.join(p.name for p in split_dirs.values())}) but no train/ folder; "
+                "add train/<class>/... or give a folder of class folders without splits"
+            )
+        others = [p.name for p in top if p.is_dir() and p.name.lower() not in SPLIT_ALIASES]
+        if others:
+            log(f"ingest: ignoring folders beside the splits: {', '.join(others)}")
+        sources = [(split, folder) for split, folder in split_dirs.items()]
+    else:
+        sources = [(None, root)]
+    for split, split_root in sources:
+        for entry in _visible_children(split_root):
+            if entry.is_file():
+                report.skipped_non_images.append(f"{entry.relative_to(root)} (not inside a class folder)")
+                continue
+            label = class_of(entry.name, class_map, separator)
+            files = sorted(
+                p
+                for p in entry.rglob("*")
+                if p.is_file()
+                and not any(part in IGNORED_NAMES or part.startswith(".") for part in p.relative_to(entry).parts)
+            )
+            if not files:
+                raise DataError(
+                    f"class folder {entry.relative_to(root)} is empty; add images to it or remove the folder"
+                )
+            for path in files:
+                rel = path.relative_to(root).as_posix()
+                if not is_image_file(path):
+                    report.skipped_non_images.append(rel)
+                    continue
+                images.append(SourceImage(path=path, relpath=rel, split=split, folder=entry.name, label=label))
+    return images
+
+
+def inspect_images(images: list[SourceImage], report: IngestReport) -> list[SourceImage]:
+    """Hash and decode every image (with progress); unreadable ones are reported and skipped."""
+    readable = []
+    with Progress("ingest: reading images", len(images), " files") as bar:
+        for image in images:
+            data = image.path.read_bytes()
+            image.sha256 = hashlib.sha256(data).hexdigest()
+            try:
+                decoded = open_image(data)
+            except ImageError as exc:
+                report.unreadable.append({"path": image.relpath, "error": str(exc).replace("the data", "file")})
+            else:
+                image.width, image.height = decoded.size
+                image.mode, image.format = decoded.mode, decoded.format or ""
+                readable.append(image)
+            bar.update()
+    return readable
+
+
+# ------------------------------------------------------------------------------------ de-duplication
+
+
+_SPLIT_RANK = {"train": 0, "val": 1, "test": 2, None: 3}
+
+
+def deduplicate(images: list[SourceImage], report: IngestReport) -> list[SourceImage]:
+    """One copy per sha256: train wins over val over test; an image under two classes is dropped."""
+    by_hash: dict[str, list[SourceImage]] = defaultdict(list)
+    for image in images:
+        by_hash[image.sha256].append(image)
+    kept = []
+    for sha, copies in by_hash.items():
+        labels = sorted({c.label for c in copies})
+        if len(labels) > 1:
+            report.removed_conflicting_labels.append(
+                {"sha256": sha, "classes": labels, "paths": [c.relpath for c in copies]}
+            )
+            continue
+        copies.sort(key=lambda c: (_SPLIT_RANK[c.split], c.relpath))
+        keep = copies[0]
+        kept.append(keep)
+        for dup in copies[1:]:
+            entry = {"removed": dup.relpath, "kept": keep.relpath, "sha256": sha}
+            if dup.split == keep.split:
+                report.removed_within_split_duplicates.append(entry)
+            else:
+                report.removed_cross_split_duplicates.append(entry)
+    return sorted(kept, key=lambda c: c.relpath)
+
+
+# ------------------------------------------------------------------------------------------ splitting
+
+
+def _take(items: list[SourceImage], fraction: float) -> int:
+    """How many of a class go to a made split: at least one while two stay behind for training."""
+    n = round(len(items) * fraction)
+    if n == 0 and len(items) >= 3:
+        n = 1
+    return min(n, max(0, len(items) - 2)) if len(items) > 2 else 0
+
+
+def assign_splits(images: list[SourceImage], config: DataConfig, report: IngestReport) -> None:
+    """Make the missing splits from train (or from everything), per class, with a seeded shuffle."""
+    present = {i.split for i in images}
+    if None in present:
+        for image in images:
+            image.split = "train"
+        missing = ["val", "test"]
+    else:
+        missing = [s for s in ("val", "test") if s not in present]
+    if not missing:
+        return
+    rng = random.Random(config.seed)
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    by_class: dict[str, list[SourceImage]] = defaultdict(list)
+    for image in images:
+        if image.split == "train":
+            by_class[image.label].append(image)
+    for label in sorted(by_class):
+        pool = sorted(by_class[label], key=lambda i: i.sha256)
+        rng.shuffle(pool)
+        total = len(pool)
+        start = 0
+        for split in missing:
+            n = _take(pool[start:], fractions[split] * total / max(1, total - start))
+            for image in pool[start : start + n]:
+                image.split = split
+            start += n
+    report.created_splits = missing
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def check_classes(images: list[SourceImage], source: str) -> list[str]:
+    if not images:
+        raise DataError(
+            f"no readable images found in {source}; expected <class>/<image> or <split>/<class>/<image> "
+            f"with extensions {', '.join(sorted(e for e in ('.png', '.jpg', '.jpeg', '.bmp', '.tif')))}"
+        )
+    train_counts = Counter(i.label for i in images if i.split == "train")
+    labels = sorted({i.label for i in images})
+    if len(labels) < 2:
+        raise DataError(
+            f"only one class ({labels[0]!r}) found in {source}; a classifier needs at least two class folders"
+        )
+    missing = [label for label in labels if train_counts[label] == 0]
+    if missing:
+        raise DataError(
+            f"class(es) {', '.join(missing)} have no training images after de-duplication; "
+            "add training images for them or map them to another class with data.class_map"
+        )
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _safe_name(image: SourceImage) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image.path.stem).strip("._") or "image"
+    return f"{stem[:80]}-{image.sha256[:10]}{image.path.suffix.lower()}"
+
+
+def fingerprint(images: Iterable[SourceImage], class_names: list[str]) -> str:
+    """sha256 over (split, class, content hash) of every kept image: same images in same splits, same print."""
+    digest = hashlib.sha256(json.dumps(class_names).encode())
+    for split, label, sha in sorted((i.split or "", i.label, i.sha256) for i in images):
+        digest.update(f"{split}\t{label}\t{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: Path, source_uri: str) -> None:
+    """Copy the kept images into the normalised layout and write manifest.json, all-or-nothing."""
+    with storage.atomic_path(output_dir) as staging:
+        staging.mkdir(parents=True)
+        files = []
+        with Progress("ingest: writing data set", len(images), " files") as bar:
+            for image in sorted(images, key=lambda i: (SPLITS.index(i.split or "train"), i.label, i.relpath)):
+                rel = f"{image.split}/{image.label}/{_safe_name(image)}"
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image.path, target)
+                files.append({
+                    "path": rel, "split": image.split, "class": image.label, "sha256": image.sha256,
+                    "width": image.width, "height": image.height, "mode": image.mode, "format": image.format,
+                    "source": image.relpath,
+                })  # fmt: skip
+                bar.update()
+        manifest = {
+            "format": "radpipe-dataset/v1",
+            "source": source_uri,
+            "fingerprint": report.fingerprint,
+            "classes": report.class_names,
+            "counts": report.counts,
+            "files": files,
+            "report": {k: v for k, v in report.__dict__.items() if k not in ("fingerprint", "class_names", "counts")},
+        }
+        storage.atomic_write_json(staging / MANIFEST, manifest)
+
+
+def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> IngestReport:
+    """Read ``config.uri`` and write the normalised data set to ``output_dir``; return what happened."""
+    if not config.uri:
+        raise DataError("no data given: pass --data PATH_OR_URI or set data.uri")
+    report = IngestReport()
+    workdir = Path(workdir)
+    source = storage.fetch(config.uri, workdir / "download", label="ingest: downloading")
+    if storage.is_archive(source):
+        log(f"ingest: unpacking {source.name}")
+        source = storage.unpack(source, workdir / "unpacked")
+    if not source.is_dir():
+        raise DataError(f"{config.uri} is neither a folder nor a .zip/.tar.gz archive of one")
+    root = find_root(source)
+    class_map = load_class_map(config.class_map)
+    images = discover(root, class_map, config.class_separator, report)
+    log(f"ingest: found {len(images)} image files under {config.uri}")
+    images = inspect_images(images, report)
+    images = deduplicate(images, report)
+    assign_splits(images, config, report)
+    report.class_names = check_classes(images, config.uri)
+    report.counts = {
+        split: {label: sum(1 for i in images if i.split == split and i.label == label) for label in report.class_names}
+        for split in SPLITS
+    }
+    for split in ("val", "test"):
+        empty = [label for label, n in report.counts[split].items() if n == 0]
+        if empty:
+            log(f"ingest: WARNING: no {split} images left for {', '.join(empty)}; metrics for them will be missing")
+    report.fingerprint = fingerprint(images, report.class_names)
+    write_dataset(images, report, Path(output_dir), config.uri)
+    log("ingest: done\n" + report.summary())
+    return report

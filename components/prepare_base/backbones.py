@@ -1,0 +1,144 @@
+"""The ``keras.applications`` backbones radpipe knows, and where their ImageNet weights come from.
+
+Each model takes RGB float32 pixels in [0, 255]; the backbone's own input normalisation is the first
+layer of the graph (``normalize``), so that no caller ever has to know a backbone's convention.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radpipe.errors import WeightsError
+from radpipe.progress import log
+
+_GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    constructor: str
+    """Attribute of ``keras.applications``."""
+    weights_file: str
+    """Canonical no-top ImageNet weights file name in the Keras cache (``~/.keras/models/``)."""
+    weights_url: str
+    weights_md5: str | None
+    normalization: str
+    """'tf' ([-1, 1]), 'caffe' (BGR, ImageNet mean subtracted) or 'builtin' (the model normalises)."""
+    feature_layer: str
+    """The last convolutional activation: Grad-CAM's target layer."""
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenet_v2": Backbone(
+        "mobilenet_v2", "MobileNetV2",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        _GCS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        None, "tf", "out_relu",
+    ),
+    "vgg16": Backbone(
+        "vgg16", "VGG16",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _GCS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "6d6bbae143d832006294945121d1f1fc", "caffe", "block5_conv3",
+    ),
+    "resnet50": Backbone(
+        "resnet50", "ResNet50",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _GCS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626", "caffe", "conv5_block3_out",
+    ),
+    "efficientnet_b0": Backbone(
+        "efficientnet_b0", "EfficientNetB0",
+        "efficientnetb0_notop.h5",
+        "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
+        "50bc09e76180e00e4465e1a485ddc09d", "builtin", "top_activation",
+    ),
+}  # fmt: skip
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def imagenet_weights(backbone: Backbone, download_timeout: float = 60.0) -> Path:
+    """The no-top ImageNet weights file: from the Keras cache, else downloaded into it.
+
+    Never falls back to random weights: if the file cannot be had, the error says how to provide it.
+    """
+    cached = keras_cache_dir() / backbone.weights_file
+    if cached.is_file():
+        return cached
+    import keras
+
+    log(f"prepare-base: downloading ImageNet weights for {backbone.name} from {backbone.weights_url}")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(download_timeout)
+    try:
+        path = keras.utils.get_file(
+            backbone.weights_file,
+            backbone.weights_url,
+            cache_dir=str(cached.parent.parent),
+            cache_subdir="models",
+            file_hash=backbone.weights_md5,
+        )
+    except Exception as exc:
+        raise WeightsError(
+            f"ImageNet weights for backbone '{backbone.name}' are not in the Keras cache ({cached}) and could not "
+            f"be downloaded from {backbone.weights_url} ({exc.__class__.__name__}: {exc}). Fetch that file where "
+            f"there is internet, then either copy it to {cached} or pass it with --weights PATH_OR_URI "
+            "(model.weights; a path, s3:// or https:// URI). To train from random weights on purpose, set "
+            "model.weights=none."
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+    return Path(path)
+
+
+def normalization_layer(backbone: Backbone) -> Any:
+    """The backbone's input normalisation as a serialisable built-in layer named ``normalize``."""
+    import keras
+    import numpy as np
+
+    if backbone.normalization == "tf":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")
+    if backbone.normalization == "caffe":
+        # RGB -> BGR and ImageNet mean subtraction as a fixed 1x1 convolution: a plain Conv2D saves and
+        # loads everywhere, where a Lambda layer would need unsafe deserialisation.
+        layer = keras.layers.Conv2D(3, 1, name="normalize", trainable=False)
+        layer.build((None, None, None, 3))
+        kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+        for out_channel, in_channel in enumerate((2, 1, 0)):
+            kernel[0, 0, in_channel, out_channel] = 1.0
+        layer.set_weights([kernel, -np.asarray(CAFFE_MEAN_BGR, dtype="float32")])
+        return layer
+    return keras.layers.Identity(name="normalize")
+
+
+def build_backbone(backbone: Backbone, image_size: int, weights_path: Path | None) -> Any:
+    """The headless backbone with global average pooling, named ``backbone``.
+
+    ``weights_path`` None means random initialisation. EfficientNet's graph differs when Keras itself
+    loads ImageNet weights (an extra rescaling), so for the cached ImageNet file we let Keras load it.
+    """
+    import keras
+
+    constructor = getattr(keras.applications, backbone.constructor)
+    weights: str | None = None if weights_path is None else str(weights_path)
+    if backbone.normalization == "builtin" and weights_path == keras_cache_dir() / backbone.weights_file:
+        weights = "imagenet"
+    try:
+        model = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg")
+    except (ValueError, OSError) as exc:
+        raise WeightsError(
+            f"cannot load {weights_path} into backbone '{backbone.name}' at {image_size}px: {exc}. "
+            f"The file must hold no-top weights of {backbone.constructor} (e.g. {backbone.weights_file})."
+        ) from exc
+    return keras.Model(model.input, model.output, name="backbone")

@@ -1,0 +1,90 @@
+"""prepare-base: a ``keras.applications`` backbone with pretrained weights and a fresh classification head.
+
+The head sits on globally pooled backbone features. The backbone is a nested model named ``backbone``,
+so that train can freeze and unfreeze it and Grad-CAM can reach its last convolution by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from radpipe.components.prepare_base.backbones import (
+    BACKBONES,
+    Backbone,
+    build_backbone,
+    imagenet_weights,
+    normalization_layer,
+)
+
+from radpipe import storage
+from radpipe.config import ModelConfig
+from radpipe.errors import WeightsError
+from radpipe.modelspec import ModelSpec, save_model_dir
+from radpipe.preprocessing import Preprocessing
+from radpipe.progress import log
+
+
+def resolve_weights(weights: str, backbone: Backbone, workdir: Path) -> Path | None:
+    """'none' -> None (random, only when asked for), 'imagenet' -> the cached file, else fetch the URI."""
+    if weights == "none":
+        log(f"prepare-base: WARNING: backbone '{backbone.name}' starts from RANDOM weights (model.weights=none)")
+        return None
+    if weights == "imagenet":
+        return imagenet_weights(backbone)
+    path = storage.fetch(weights, workdir, label="prepare-base: downloading weights")
+    if not path.is_file():
+        raise WeightsError(f"model.weights={weights!r} is not a file; give the path or URI of a .h5 weights file")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path | None, seed: int = 0) -> Any:
+    """normalize -> backbone -> dropout -> [dense -> dropout] -> softmax."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    backbone = BACKBONES[config.backbone]
+    base = build_backbone(backbone, config.image_size, weights_path)
+    inputs = keras.Input((config.image_size, config.image_size, 3), name="image", dtype="float32")
+    x = normalization_layer(backbone)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
+    if config.dense_units:
+        x = keras.layers.Dense(config.dense_units, activation="relu", name="head_dense")(x)
+        x = keras.layers.Dropout(config.dropout, name="head_dense_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"radpipe_{backbone.name}")
+
+
+def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | Path, workdir: str | Path) -> ModelSpec:
+    """Build the base model for ``class_names`` and save it as a radpipe model folder."""
+    if len(class_names) < 2:
+        raise WeightsError(f"a classifier needs at least two classes, got {class_names}")
+    backbone = BACKBONES[config.backbone]
+    weights_path = resolve_weights(config.weights, backbone, Path(workdir))
+    log(f"prepare-base: {backbone.name} at {config.image_size}px, weights: {weights_path or 'random'}")
+    model = build_classifier(config, len(class_names), weights_path)
+    spec = ModelSpec(
+        class_names=list(class_names),
+        preprocessing=Preprocessing(image_size=config.image_size),
+        backbone=backbone.name,
+        weights=config.weights,
+        feature_layer=backbone.feature_layer,
+        extra={
+            "model_config": config.to_dict(),
+            "weights_sha256": sha256_file(weights_path) if weights_path else None,
+            "parameters": int(model.count_params()),
+        },
+    )
+    save_model_dir(model, spec, output_dir)
+    log(f"prepare-base: saved {model.count_params():,} parameters to {output_dir}")
+    return spec

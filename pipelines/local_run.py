@@ -1,0 +1,105 @@
+"""Run the pipeline on this machine through ``kfp.local.SubprocessRunner``.
+
+Every task runs as a subprocess of this Python (``use_venv=False``): no per-task virtualenv, no
+TensorFlow reinstall. The same compiled components run on a cluster in their stage images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from radpipe.pipelines.training_pipeline import build_pipeline
+
+from radpipe import storage, tracking
+from radpipe.config import Config
+from radpipe.errors import ERROR_FILE_ENV, RadpipeError
+
+
+@dataclass(frozen=True)
+class LocalRunResult:
+    model_uri: str
+    model_version: str
+    candidate: str
+    test_accuracy: float
+    test_macro_f1: float
+    tracking_uri: str
+    pipeline_root: str
+    seconds: float
+
+
+def _absolute_if_local(uri: str) -> str:
+    """Tasks may run with another working directory: local paths become absolute."""
+    if uri and uri not in ("imagenet", "none") and storage.scheme(uri) == "file":
+        return str(storage.local_path(uri).resolve())
+    return uri
+
+
+def localize(config: Config, workdir: Path) -> Config:
+    """The config as a local run needs it: absolute local paths, a resolved tracking URI."""
+    data = config.data.replace(uri=_absolute_if_local(config.data.uri))
+    if isinstance(config.data.class_map, str):
+        data = data.replace(class_map=_absolute_if_local(config.data.class_map))
+    model = config.model.replace(weights=_absolute_if_local(config.model.weights))
+    uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.embedded_tracking_uri(workdir)
+    return config.replace(data=data, model=model, tracking=config.tracking.replace(uri=uri))
+
+
+def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResult:
+    """Run the whole pipeline locally and return what it registered."""
+    from kfp import local
+
+    # Expected locally, and said once here rather than once per task: stage images are not Python images
+    # by name, and cluster resource requests do not apply to subprocesses.
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    workdir = Path(workdir or Path.cwd()).resolve()
+    if not config.data.uri:
+        raise RadpipeError("no data given: pass --data PATH_OR_URI or set data.uri in the config")
+    config = localize(config, workdir)
+    for uri in (config.data.uri, config.model.weights):
+        if uri not in ("imagenet", "none") and storage.scheme(uri) == "file" and not Path(uri).exists():
+            raise RadpipeError(f"{uri} does not exist; check the path")
+    pipeline_root = workdir / tracking.EMBEDDED_DIR / "pipeline_root"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    pipeline = build_pipeline(config)
+    started = time.monotonic()
+    with tempfile.NamedTemporaryFile(prefix="radpipe-error-", suffix=".txt", delete=False) as fh:
+        error_file = fh.name
+    previous = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = error_file
+    try:
+        task = pipeline(
+            data=config.data.to_dict(),
+            model=config.model.to_dict(),
+            train=config.train.to_dict(),
+            evaluate=config.evaluate.to_dict(),
+            register=config.register.to_dict(),
+            tracking=config.tracking.to_dict(),
+            candidates=config.candidate_list(),
+        )
+    except RuntimeError as exc:
+        message = Path(error_file).read_text().strip()
+        raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
+    finally:
+        Path(error_file).unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop(ERROR_FILE_ENV, None)
+        else:
+            os.environ[ERROR_FILE_ENV] = previous
+    out = task.outputs
+    return LocalRunResult(
+        model_uri=out["model_uri"],
+        model_version=str(out["model_version"]),
+        candidate=out["candidate"],
+        test_accuracy=float(out["test_accuracy"]),
+        test_macro_f1=float(out["test_macro_f1"]),
+        tracking_uri=config.tracking.uri,
+        pipeline_root=str(pipeline_root),
+        seconds=time.monotonic() - started,
+    )

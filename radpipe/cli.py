@@ -1,0 +1,179 @@
+"""``radpipe``: the one command line of the project.
+
+Each subcommand is a ``cmd_<name>`` function below, registered in :func:`build_parser`. Errors a user
+can fix (:class:`radpipe.errors.RadpipeError`) print as ``error: ...`` with exit status 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from radpipe import __version__
+from radpipe.errors import RadpipeError
+
+
+def _load_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from radpipe.config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "data", None):
+        overrides.append(f"data.uri={json.dumps(args.data)}")
+    if getattr(args, "weights", None):
+        overrides.append(f"model.weights={json.dumps(args.weights)}")
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline locally (kfp.local) and print what it registered."""
+    config = _load_config(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from radpipe.pipelines.local_run import run_local
+
+    result = run_local(config)
+    name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
+    aliases = _aliases_of(result.tracking_uri, name, version)
+    lines = [
+        "",
+        f"registered   {result.model_uri}  (model '{name}', version {version})",
+        f"aliases      {', '.join(aliases) if aliases else '(none moved)'}",
+        f"candidate    {result.candidate}",
+        f"test         accuracy {result.test_accuracy:.4f}   macro-F1 {result.test_macro_f1:.4f}",
+        f"wall time    {result.seconds:.0f} s",
+        f"tracking     {result.tracking_uri}",
+    ]
+    if result.tracking_uri.startswith("sqlite:"):
+        lines.append(f"MLflow UI    mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
+    lines.append(f"predict      radpipe predict models:/{name}@challenger IMAGE_OR_FOLDER")
+    print("\n".join(lines))
+    return 0
+
+
+def _aliases_of(tracking_uri: str, name: str, version: str) -> list[str]:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return sorted(mlflow.MlflowClient().get_model_version(name, version).aliases)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Write the compiled pipeline YAML."""
+    from radpipe.pipelines.compile import COMPILED_PIPELINE, compile_pipeline
+
+    config = _load_config(args)
+    output = compile_pipeline(
+        args.output or COMPILED_PIPELINE, config, image_registry=args.image_registry, image_tag=args.image_tag
+    )
+    print(f"wrote {output}")
+    return 0
+
+
+def _image_files(paths: Sequence[str]) -> Iterator[Path]:
+    from radpipe.preprocessing import is_image_file
+
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif path.is_file():
+            yield path
+        else:
+            raise RadpipeError(f"{raw} does not exist; pass image files or folders of images")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify images with a registered or local model; one JSON line per image."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from radpipe import storage, tracking
+    from radpipe.classifier import Classifier
+    from radpipe.preprocessing import ImageError
+
+    if args.model_uri.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.resolve_tracking_uri(allow_embedded=True))
+    classifier = Classifier.load(args.model_uri)
+    files = list(_image_files(args.paths))
+    if not files:
+        raise RadpipeError("no image files found in the given paths")
+    lines, failures = [], 0
+    for start in range(0, len(files), args.batch_size):
+        chunk = files[start : start + args.batch_size]
+        arrays, ok = [], []
+        for path in chunk:
+            try:
+                arrays.append(classifier.preprocess(path))
+                ok.append(path)
+            except ImageError as exc:
+                failures += 1
+                lines.append(json.dumps({"path": str(path), "error": str(exc)}))
+                print(f"warning: {exc}", file=sys.stderr)
+        if arrays:
+            predictions = classifier.to_predictions(classifier.predict_arrays(arrays))
+            lines.extend(
+                json.dumps({"path": str(p), **pred.to_dict()}) for p, pred in zip(ok, predictions, strict=True)
+            )
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        storage.atomic_write_text(args.output, text)
+        print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 1 if failures else 0
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (see docs/configuration.md)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set train.epochs=5"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radpipe", description="MLOps pipeline for medical image classification (KFP, MLflow, KServe)."
+    )
+    parser.add_argument("--version", action="version", version=f"radpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline locally through kfp.local", description=cmd_run.__doc__)
+    run.add_argument("--data", metavar="PATH_OR_URI", help="image folder, s3:// prefix or .zip/.tar.gz URL")
+    run.add_argument("--weights", metavar="PATH_OR_URI", help="backbone weights file ('imagenet' or 'none' too)")
+    _add_config_args(run)
+    run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="write the compiled pipeline YAML", description=cmd_compile.__doc__)
+    comp.add_argument("--output", "-o", metavar="FILE", help="default: the checked-in pipelines/radpipe-training.yaml")
+    comp.add_argument("--image-registry", default="", help="prefix of the stage images, e.g. ghcr.io/acme")
+    comp.add_argument("--image-tag", default=__version__, help="tag of the stage images")
+    _add_config_args(comp)
+    comp.set_defaults(func=cmd_compile)
+
+    pred = sub.add_parser("predict", help="classify images with a model", description=cmd_predict.__doc__)
+    pred.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
+    pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    pred.add_argument("--output", "-o", metavar="FILE", help="write JSON lines here instead of stdout")
+    pred.add_argument("--batch-size", type=int, default=32)
+    pred.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RadpipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The one configuration model of radpipe.
+
+A run is configured by the defaults below, then a YAML file (``--config``), then ``--set key=value``
+overrides, in that order. The result is validated once, up front, so that a typo fails in a second
+with a message naming the key, instead of an hour later inside a pipeline task.
+
+The pipeline receives each section as a plain ``dict`` parameter (a KFP ``STRUCT``) and every stage
+validates its section again with the same classes: the KFP UI and a cluster submission see the same
+keys, and a stage never trusts a hand-edited run parameter.
+
+Sections and their keys are documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from radpipe.errors import ConfigError
+
+S = TypeVar("S", bound="Section")
+
+BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
+
+
+def _fail(path: str, problem: str) -> typing.NoReturn:
+    raise ConfigError(f"config key '{path}': {problem}")
+
+
+def _check(condition: bool, path: str, problem: str) -> None:
+    if not condition:
+        _fail(path, problem)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if isinstance(tp, type) and issubclass(tp, Section):
+        return "a mapping"
+    if origin is not None:
+        return {list: "a list", dict: "a mapping"}.get(origin, str(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in canonical form.
+
+    KFP passes STRUCT parameters through protobuf, which turns every integer into a float (``10`` arrives
+    as ``10.0``), so integral floats are accepted where an integer is expected.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError:
+                continue
+        _fail(path, f"expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        _check(value is None, path, f"expected null, got {value!r}")
+        return None
+    if isinstance(tp, type) and issubclass(tp, Section):
+        _check(isinstance(value, Mapping), path, f"expected a mapping, got {value!r}")
+        return tp.from_dict(value, path)
+    if origin is list:
+        _check(isinstance(value, list), path, f"expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _check(isinstance(value, Mapping), path, f"expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+        return {_coerce(k, key_tp, f"{path}.{k}"): _coerce(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        _check(isinstance(value, int) and not isinstance(value, bool), path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool), path, f"expected a number, got {value!r}"
+        )
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), path, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config.py cannot check annotation {tp!r} at {path}")  # a bug in this module
+
+
+@dataclass(frozen=True)
+class Section:
+    """A validated, immutable config section. Subclasses add fields and a ``validate`` method."""
+
+    @classmethod
+    def from_dict(cls: type[S], raw: Mapping[str, Any] | None, path: str = "") -> S:
+        raw = dict(raw or {})
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in raw if k not in names]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(names)}"
+            _fail(_join(path, key), f"unknown key; {hint}")
+        values = {k: _coerce(v, hints[k], _join(path, k)) for k, v in raw.items()}
+        section = cls(**values)
+        section.validate(path)
+        return section
+
+    def validate(self, path: str) -> None:
+        """Range and consistency checks; raise through ``_fail`` with the key's full path."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self: S, **changes: Any) -> S:
+        return dataclasses.replace(self, **changes)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """Where the images are and how to read their classes and splits (the ingest stage)."""
+
+    uri: str = ""
+    """Local folder, ``s3://bucket/prefix``, or ``http(s)://`` URL of a .zip / .tar.gz archive."""
+    class_map: dict[str, str] | str = field(default_factory=dict)
+    """Folder name -> class name, inline or as a path/URI of a YAML mapping ('' or {} for none). Folders
+    it does not name fall back to ``class_separator``."""
+    class_separator: str = "_"
+    """The class is the folder name up to the first occurrence of this string ('' = whole name)."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    """Fractions for splits that the data set does not have (seeded, stratified)."""
+    seed: int = 42
+
+    def validate(self, path: str) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            _check(0.0 < value < 0.5, _join(path, key), f"must be between 0 and 0.5, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """The backbone and head (the prepare-base stage)."""
+
+    backbone: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    """``imagenet`` (Keras cache or download), ``none`` (random; must be explicit), or a path / s3:// /
+    https:// URI of a weights file for the backbone without its top."""
+    image_size: int = 224
+    dropout: float = 0.2
+    dense_units: int = 0
+    """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.backbone in BACKBONES,
+            _join(path, "backbone"),
+            f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}",
+        )
+        _check(self.weights != "", _join(path, "weights"), "must be 'imagenet', 'none' or a weights file URI")
+        _check(32 <= self.image_size <= 1024, _join(path, "image_size"), f"must be 32..1024, got {self.image_size}")
+        _check(0.0 <= self.dropout < 1.0, _join(path, "dropout"), f"must be in [0, 1), got {self.dropout}")
+        _check(self.dense_units >= 0, _join(path, "dense_units"), f"must be >= 0, got {self.dense_units}")
+
+
+@dataclass(frozen=True)
+class AugmentationConfig(Section):
+    """Random transforms applied to training images only (Keras preprocessing layers)."""
+
+    flip: bool = True
+    rotation: float = 0.05
+    """Fraction of a full turn (0.05 = +-18 degrees)."""
+    zoom: float = 0.1
+    translation: float = 0.05
+    contrast: float = 0.1
+
+    def validate(self, path: str) -> None:
+        for key in ("rotation", "zoom", "translation", "contrast"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 0.5, _join(path, key), f"must be between 0 and 0.5, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """The train stage: a frozen-backbone phase, then optional fine-tuning of the top layers."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
+    class_weights: bool = True
+    early_stopping_patience: int = 4
+    fine_tune_layers: int = 0
+    """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning)."""
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-4
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    seed: int = 42
+
+    def validate(self, path: str) -> None:
+        _check(self.epochs >= 1, _join(path, "epochs"), f"must be >= 1, got {self.epochs}")
+        _check(1 <= self.batch_size <= 1024, _join(path, "batch_size"), f"must be 1..1024, got {self.batch_size}")
+        for key in ("learning_rate", "fine_tune_learning_rate"):
+            value = getattr(self, key)
+            _check(0.0 < value < 1.0, _join(path, key), f"must be in (0, 1), got {value}")
+        _check(0.0 <= self.label_smoothing < 0.5, _join(path, "label_smoothing"), "must be in [0, 0.5)")
+        _check(self.early_stopping_patience >= 0, _join(path, "early_stopping_patience"), "must be >= 0")
+        _check(self.fine_tune_layers >= 0, _join(path, "fine_tune_layers"), "must be >= 0")
+        _check(self.fine_tune_epochs >= 0, _join(path, "fine_tune_epochs"), "must be >= 0")
+        _check(
+            (self.fine_tune_layers == 0) == (self.fine_tune_epochs == 0),
+            _join(path, "fine_tune_epochs"),
+            "set fine_tune_layers and fine_tune_epochs together (both 0 turns fine-tuning off)",
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Section):
+    """The evaluate-and-register stage's scoring."""
+
+    batch_size: int = 32
+
+    def validate(self, path: str) -> None:
+        _check(self.batch_size >= 1, _join(path, "batch_size"), "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RegisterConfig(Section):
+    """Where the chosen model goes in the MLflow Model Registry."""
+
+    model_name: str = "chest-ct"
+
+    def validate(self, path: str) -> None:
+        _check(bool(self.model_name.strip()), _join(path, "model_name"), "must not be empty")
+        _check(
+            "@" not in self.model_name and "/" not in self.model_name,
+            _join(path, "model_name"),
+            "must not contain '@' or '/'",
+        )
+
+
+@dataclass(frozen=True)
+class TrackingConfig(Section):
+    """MLflow tracking. An empty ``uri`` means: ``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite
+    store under ``.radpipe/`` (local runs only)."""
+
+    uri: str = ""
+    experiment: str = "radpipe"
+
+    def validate(self, path: str) -> None:
+        _check(bool(self.experiment.strip()), _join(path, "experiment"), "must not be empty")
+
+
+@dataclass(frozen=True)
+class Candidate(Section):
+    """One candidate configuration: overrides of the ``model`` and ``train`` sections."""
+
+    name: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchConfig(Section):
+    """Candidates trained in parallel; the best on the validation split is registered.
+
+    An empty list trains the ``model``/``train`` sections as they are (one candidate)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def validate(self, path: str) -> None:
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if n and names.count(n) > 1})
+        _check(not dupes, _join(path, "candidates"), f"candidate names must be unique, repeated: {dupes}")
+
+
+@dataclass(frozen=True)
+class Config(Section):
+    """A whole radpipe run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def validate(self, path: str) -> None:
+        # Each candidate must make valid model/train sections on top of this config.
+        for i, candidate in enumerate(self.search.candidates):
+            resolve_candidate(self.model, self.train, candidate, f"search.candidates[{i}]")
+
+    def candidate_list(self) -> list[dict[str, Any]]:
+        """The pipeline's ``candidates`` parameter: named candidates, or the base config as one."""
+        if not self.search.candidates:
+            return [Candidate(name="default").to_dict()]
+        return [c.replace(name=c.name or f"candidate-{i}").to_dict() for i, c in enumerate(self.search.candidates)]
+
+
+def resolve_candidate(
+    model: ModelConfig, train: TrainConfig, candidate: Candidate | Mapping[str, Any], path: str = "candidate"
+) -> tuple[ModelConfig, TrainConfig]:
+    """The ``model`` and ``train`` sections one candidate trains with."""
+    if not isinstance(candidate, Candidate):
+        candidate = Candidate.from_dict(candidate, path)
+    return (
+        ModelConfig.from_dict(deep_merge(model.to_dict(), candidate.model), f"{path}.model"),
+        TrainConfig.from_dict(deep_merge(train.to_dict(), candidate.train), f"{path}.train"),
+    )
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=5`` -> (['train', 'epochs'], 5). Values are YAML, so ``[1, 2]`` and ``null`` work."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem})") from None
+    return [part.strip() for part in key.split(".")], value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults <- YAML file <- ``--set`` overrides, validated."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, e.g. 'train: {{epochs: 5}}'")
+        raw = dict(loaded)
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = raw
+        for key in keys[:-1]:
+            existing = target.get(key)
+            if existing is None:
+                existing = target[key] = {}
+            if not isinstance(existing, dict):
+                raise ConfigError(f"--set {text!r}: '{key}' is not a section")
+            target = existing
+        target[keys[-1]] = value
+    return Config.from_dict(raw)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,65 @@
+"""User-facing errors.
+
+Every error a user can fix by changing their input is a :class:`RadpipeError` whose message names the
+problem *and* what to do about it. The CLI prints these without a traceback; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RadpipeError(Exception):
+    """A problem with the user's input or environment, with a message that says how to fix it."""
+
+
+class ConfigError(RadpipeError):
+    """The configuration (YAML file or ``--set`` override) is invalid."""
+
+
+class DataError(RadpipeError):
+    """The input data set cannot be used (no images, one class, an empty class, ...)."""
+
+
+class StorageError(RadpipeError):
+    """A file, S3 or HTTP URI cannot be read or written."""
+
+
+class WeightsError(RadpipeError):
+    """Requested pretrained weights cannot be had; we never silently fall back to random weights."""
+
+
+class ModelLoadError(RadpipeError):
+    """A model URI does not resolve to a radpipe model."""
+
+
+ERROR_FILE_ENV = "RADPIPE_ERROR_FILE"
+
+
+class stage_errors:
+    """Turn a :class:`RadpipeError` inside a pipeline task into a clean message and a non-zero exit.
+
+    A task's log then ends with ``radpipe: train failed: <what to do>`` rather than a traceback, and when
+    ``RADPIPE_ERROR_FILE`` is set (``radpipe run`` sets it) the message is also written there, so the CLI
+    can repeat it after kfp.local's own failure report.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        if exc is None or not isinstance(exc, RadpipeError):
+            return False
+        import os
+        import sys
+
+        message = f"{self.stage} failed: {exc}"
+        sys.stderr.write(f"radpipe: {message}\n")
+        sys.stderr.flush()
+        path = os.environ.get(ERROR_FILE_ENV)
+        if path:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(message + "\n")
+        raise SystemExit(2)

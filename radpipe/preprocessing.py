@@ -1,0 +1,102 @@
+"""The one image preprocessing function, shared by training, evaluation, ``radpipe predict`` and serving.
+
+A model sees images exactly as :func:`to_model_input` makes them, and the :class:`Preprocessing` record
+that describes it is saved with every model, so a served model can never drift from how it was trained.
+Backbone-specific normalisation (``[-1, 1]`` scaling, BGR mean subtraction, ...) is *inside* the Keras
+graph (see ``radpipe.components.prepare_base.backbones``): outside it, every model takes RGB float32
+pixels in ``[0, 255]``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+ImageSource = str | Path | bytes
+
+
+class ImageError(ValueError):
+    """The bytes are not an image we can decode."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw images become model input; recorded with each model (``radpipe.json``, MLflow metadata)."""
+
+    image_size: int
+    color_mode: str = "RGB"
+    resize: str = "bilinear"
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 255.0)
+    version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["value_range"] = list(self.value_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        if int(data.get("version", 1)) != 1 or data.get("color_mode", "RGB") != "RGB":
+            raise ValueError(f"unsupported preprocessing record {data}; upgrade radpipe to load this model")
+        return cls(
+            image_size=int(data["image_size"]),
+            color_mode=data.get("color_mode", "RGB"),
+            resize=data.get("resize", "bilinear"),
+            dtype=data.get("dtype", "float32"),
+            value_range=tuple(data.get("value_range", (0.0, 255.0))),  # type: ignore[arg-type]
+        )
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Decode an image file or bytes, with EXIF orientation applied; raise :class:`ImageError` if it isn't one."""
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        name = "the data" if isinstance(source, bytes) else str(source)
+        raise ImageError(f"{name} is not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    ImageOps.exif_transpose(image, in_place=True)  # in place keeps .format, which ingest records
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with transparency composited on black and 16-bit grey scaled to 8 bits (CT exports use both)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def to_model_input(source: ImageSource | Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """One image -> ``(size, size, 3)`` uint8 RGB, resized as the model was trained.
+
+    uint8 keeps a whole data set small in memory; :func:`batch` casts to the model's float32.
+    """
+    image = source if isinstance(source, Image.Image) else open_image(source)
+    image = to_rgb(image)
+    size = (preprocessing.image_size, preprocessing.image_size)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def batch(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Stack preprocessed images into the float32 ``(n, size, size, 3)`` tensor a radpipe model takes."""
+    return np.asarray(np.stack(list(images)) if not isinstance(images, np.ndarray) else images, dtype=np.float32)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

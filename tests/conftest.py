@@ -1,0 +1,161 @@
+"""Shared fixtures: generated image trees, a real MLflow server, a real S3 server (moto), ../shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RADPIPE_SHARED", REPO.parent / "shared"))
+SAMPLE = REPO / "examples" / "chest-ct-sample"
+SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+CHEST_CT = SHARED / "data" / "chest-ct"
+
+
+def write_image(path: Path, value: int, size: int = 24, mode: str = "RGB", seed: int = 0, fmt: str | None = None) -> Path:
+    """A small noisy image whose mean brightness is ``value`` (so classes are learnable by brightness)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(value, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def make_tree(root: Path, layout: dict[str, int], value_of=None, seed: int = 0) -> Path:
+    """``{"train/cats": 6, "test/dogs": 2}`` -> that many distinct PNGs per folder."""
+    value_of = value_of or (lambda folder: 60 if "cat" in folder else 190)
+    n = seed
+    for folder, count in layout.items():
+        for i in range(count):
+            n += 1
+            write_image(root / folder / f"img{i}.png", value_of(folder), seed=n)
+    return root
+
+
+@pytest.fixture
+def two_class_tree(tmp_path: Path) -> Path:
+    """A split-less data set: two classes, 14 images each."""
+    return make_tree(tmp_path / "data", {"cats": 14, "dogs": 14})
+
+
+@pytest.fixture(scope="session")
+def ingested_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ingested two-class data set (train/val/test), shared by stage tests."""
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.config import DataConfig
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_tree(root / "src", {"cats": 16, "dogs": 16})
+    ingest(DataConfig(uri=str(root / "src")), root / "dataset", root / "work")
+    return root / "dataset"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` process on loopback, sqlite backend, local artifact root."""
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination", (tmp_path / "mlartifacts").as_uri(),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=90, proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def use_mlflow(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point this process (and its children) at the real MLflow server."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    return mlflow_server
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A real S3-protocol server (moto) on loopback; the AWS env vars point boto3 and MLflow at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "radpipe-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "radpipe-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not path.exists(),
+        reason=f"{path} is missing: this test needs the ../shared fixtures (real chest CT data, weights, "
+        "schemas), which CI has and a user's clone does not",
+    )
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A writable copy of the bundled chest CT sample."""
+    target = tmp_path / "chest-ct-sample"
+    shutil.copytree(SAMPLE, target)
+    return target

@@ -1,0 +1,97 @@
+"""The real pipeline, end to end, through kfp.local.SubprocessRunner with the embedded sqlite MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_tree
+
+from radpipe.cli import main
+from radpipe.config import load_config
+from radpipe.errors import RadpipeError
+from radpipe.pipelines.local_run import run_local
+
+pytestmark = pytest.mark.e2e
+
+FAST = [
+    "model.weights=none",
+    "model.image_size=32",
+    "train.epochs=2",
+    "register.model_name=tiny",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    make_tree(tmp_path / "data", {"train/cats": 10, "train/dogs": 10, "test/cats": 3, "test/dogs": 3})
+    return tmp_path
+
+
+def client_for(workdir: Path):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    uri = f"sqlite:///{workdir / '.radpipe' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = run_local(load_config(None, [*FAST, "data.uri=data"]))
+    assert first.model_uri == "models:/tiny/1"
+    assert first.tracking_uri == f"sqlite:///{workdir / '.radpipe' / 'mlflow.db'}"
+    client = client_for(workdir)
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "1"
+
+    version = client.get_model_version("tiny", "1")
+    assert len(version.tags["radpipe.data_fingerprint"]) == 64
+    assert version.tags["radpipe.candidate"] == "default"
+    assert "not for clinical use" in version.description
+    candidate_run = client.get_run(version.run_id)
+    parent_id = candidate_run.data.tags["mlflow.parentRunId"]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["radpipe.registered"] == "models:/tiny/1"
+    assert "train.epochs" in candidate_run.data.params and "test_accuracy" in candidate_run.data.metrics
+    assert len(client.get_metric_history(version.run_id, "val_loss")) == 2  # one point per epoch
+    assert candidate_run.data.tags["tensorflow.version"]
+
+    # The registered model loads from the registry and classifies, also through the CLI.
+    from radpipe.classifier import Classifier
+
+    classifier = Classifier.load("models:/tiny@champion")
+    assert classifier.class_names == ["cats", "dogs"] and classifier.image_size == 32
+    image = sorted((workdir / "data" / "test" / "cats").glob("*.png"))[0]
+    expected = classifier.predict([image])[0]
+    capsys.readouterr()
+    assert main(["predict", "models:/tiny@champion", str(image), "--output", "preds.jsonl"]) == 0
+    (line,) = (workdir / "preds.jsonl").read_text().splitlines()
+    record = json.loads(line)
+    assert record["label"] == expected.label
+    assert record["scores"] == pytest.approx(expected.scores, abs=1e-5)
+
+    # A second run: a new version becomes challenger; the champion stays where it was.
+    second = run_local(load_config(None, [*FAST, "data.uri=data", "train.seed=7"]))
+    assert second.model_uri == "models:/tiny/2"
+    assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+
+
+def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path) -> None:
+    run_local(load_config(None, [*FAST, "data.uri=data"]))
+    make_tree(workdir / "one-class", {"train/cats": 6})
+    with pytest.raises(RadpipeError, match=r"ingest failed: only one class \('cats'\)"):
+        run_local(load_config(None, [*FAST, "data.uri=one-class"]))
+    client = client_for(workdir)
+    assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "1"
+    assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
+
+
+def test_cli_run_prints_what_it_registered(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--data", "data", *[arg for s in FAST for arg in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "registered   models:/tiny/1" in out and "aliases      challenger, champion" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out

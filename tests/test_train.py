@@ -1,0 +1,93 @@
+"""train: phases, best-epoch restore, class weights, what is recorded with the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radpipe.components.prepare_base.prepare_base import prepare_base
+from radpipe.components.train.train import class_weights, set_trainable, train_model
+from radpipe.config import AugmentationConfig, ModelConfig, TrainConfig
+from radpipe.dataset import Split, load_split, read_manifest
+from radpipe.errors import DataError
+from radpipe.modelspec import load_model_dir
+
+NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
+
+
+@pytest.fixture(scope="module")
+def base_dir(ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("base")
+    prepare_base(ModelConfig(weights="none", image_size=32), read_manifest(ingested_tiny)["classes"], root / "m", root)
+    return root / "m"
+
+
+def test_two_phases_record_every_epoch_and_restore_the_best(
+    base_dir: Path, ingested_tiny: Path, tmp_path: Path
+) -> None:
+    seen: list[dict] = []
+    config = TrainConfig(
+        epochs=2,
+        learning_rate=1e-2,
+        fine_tune_layers=500,
+        fine_tune_epochs=3,
+        fine_tune_learning_rate=1e-3,
+        early_stopping_patience=0,
+        augmentation=NO_AUGMENTATION,
+    )
+    result = train_model(base_dir, ingested_tiny, config, tmp_path / "out", on_epoch=seen.append, extra={"k": "v"})
+    assert [r["phase"] for r in result.history] == ["frozen"] * 2 + ["fine-tune"] * 3
+    assert seen == result.history and [r["epoch"] for r in seen] == [1, 2, 3, 4, 5]
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert result.best_epoch == best["epoch"]
+    # The saved model is the best epoch's: its validation loss is that epoch's, not the last one's.
+    assert result.val_metrics["val_loss"] == pytest.approx(best["val_loss"], rel=1e-3, abs=1e-3)
+    model, spec = load_model_dir(tmp_path / "out")
+    assert spec.extra["best_epoch"] == result.best_epoch and spec.extra["k"] == "v"
+    assert spec.extra["train_config"]["fine_tune_layers"] == 500
+    assert model.get_layer("backbone").trainable is False  # saved frozen: no augmentation wrapper either
+    assert [layer.name for layer in model.layers][-1] == "probabilities"
+
+
+def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=30, learning_rate=1e-6, early_stopping_patience=2, augmentation=NO_AUGMENTATION)
+    result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
+    assert len(result.history) < 30
+
+
+def test_fine_tune_unfreezes_only_the_top_layers(base_dir: Path) -> None:
+    model, spec = load_model_dir(base_dir)
+    backbone = model.get_layer("backbone")
+    set_trainable(model, spec, 10)
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+    assert trainable and all(name in {lyr.name for lyr in backbone.layers[-10:]} for name in trainable)
+    assert set_trainable(model, spec, 0) == 0 and not backbone.trainable
+
+
+def test_class_weights_are_balanced() -> None:
+    split = Split("train", np.zeros((4, 2, 2, 3), np.uint8), np.array([0, 0, 0, 1]), [], ["a", "b"])
+    weights = class_weights(split)
+    assert weights[0] * 3 == pytest.approx(weights[1] * 1)
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+def test_load_split_decodes_as_the_model_sees_it(ingested_tiny: Path, base_dir: Path) -> None:
+    _, spec = load_model_dir(base_dir)
+    split = load_split(ingested_tiny, "train", spec.preprocessing)
+    assert split.images.shape[1:] == (32, 32, 3) and split.images.dtype == np.uint8
+    assert sorted(set(split.labels.tolist())) == [0, 1]
+
+
+def test_no_validation_images_is_an_error(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(ingested_tiny, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["split"] != "val"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="no validation images"):
+        train_model(base_dir, copy, TrainConfig(epochs=1), tmp_path / "out")
