@@ -8,10 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from radpipe.pipelines.training_pipeline import DEFAULT_IMAGE_TAG, build_pipeline
-
 from radpipe import storage
 from radpipe.config import Config
+from radpipe.pipelines.training_pipeline import DEFAULT_IMAGE_TAG, build_pipeline
 
 COMPILED_PIPELINE = Path(__file__).with_name("radpipe-training.yaml")
 

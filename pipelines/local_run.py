@@ -13,11 +13,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from radpipe.pipelines.training_pipeline import build_pipeline
-
 from radpipe import storage, tracking
 from radpipe.config import Config
 from radpipe.errors import ERROR_FILE_ENV, RadpipeError
+from radpipe.pipelines.training_pipeline import build_pipeline
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from kfp import dsl
+
+from radpipe import __version__
 from radpipe.components.evaluate_and_register import component as evaluate_component
 from radpipe.components.ingest import component as ingest_component
 from radpipe.components.prepare_base import component as prepare_base_component
 from radpipe.components.train import component as train_component
-
-from radpipe import __version__
 from radpipe.config import Config
 
 PIPELINE_NAME = "radpipe-training"

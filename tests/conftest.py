@@ -25,7 +25,9 @@ SHARED_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_k
 CHEST_CT = SHARED / "data" / "chest-ct"
 
 
-def write_image(path: Path, value: int, size: int = 24, mode: str = "RGB", seed: int = 0, fmt: str | None = None) -> Path:
+def write_image(
+    path: Path, value: int, size: int = 24, mode: str = "RGB", seed: int = 0, fmt: str | None = None
+) -> Path:
     """A small noisy image whose mean brightness is ``value`` (so classes are learnable by brightness)."""
     rng = np.random.default_rng(seed)
     pixels = np.clip(rng.normal(value, 20, (size, size, 3)), 0, 255).astype(np.uint8)
@@ -90,14 +92,24 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real ``mlflow server`` process on loopback, sqlite backend, local artifact root."""
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "wb")
+    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination", (tmp_path / "mlartifacts").as_uri(),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            (tmp_path / "mlartifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "MLFLOW_TRACKING_URI": ""},

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tree
 
 from radpipe.cli import main
 from radpipe.config import load_config
 from radpipe.errors import RadpipeError
 from radpipe.pipelines.local_run import run_local
+
+from conftest import make_tree
 
 pytestmark = pytest.mark.e2e
 

@@ -64,8 +64,10 @@ def candidate(name: str, **val: float) -> Candidate:
 def test_choice_uses_validation_macro_f1_then_accuracy_then_loss() -> None:
     picked = choose([candidate("x", val_macro_f1=0.7, val_accuracy=0.9), candidate("y", val_macro_f1=0.8)])
     assert picked.name == "y"
-    tie = [candidate("p", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.5),
-           candidate("q", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.4)]  # fmt: skip
+    tie = [
+        candidate("p", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.5),
+        candidate("q", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.4),
+    ]
     assert choose(tie).name == "q"
     same = [candidate("b", val_macro_f1=0.5), candidate("a", val_macro_f1=0.5)]
     assert choose(same).name == choose(list(reversed(same))).name  # deterministic on exact ties

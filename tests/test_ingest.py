@@ -9,13 +9,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import CHEST_CT, make_tree, needs_shared, write_image
 
 from radpipe import storage
 from radpipe.components.ingest.ingest import ingest
 from radpipe.config import DataConfig
 from radpipe.dataset import read_manifest
 from radpipe.errors import DataError
+
+from conftest import CHEST_CT, make_tree, needs_shared, write_image
 
 
 def run(tmp_path: Path, uri: str | Path, **config) -> tuple[dict, Path]:
@@ -171,8 +172,10 @@ def test_real_chest_ct_leakage_is_removed(tmp_path: Path) -> None:
     assert report["created_splits"] == []
     # The README's known defects: copies of train images in test/valid, and one image under two classes.
     assert len(report["removed_cross_split_duplicates"]) > 50
-    assert any(set(c["classes"]) == {"large.cell.carcinoma", "squamous.cell.carcinoma"}
-               for c in report["removed_conflicting_labels"])  # fmt: skip
+    assert any(
+        set(c["classes"]) == {"large.cell.carcinoma", "squamous.cell.carcinoma"}
+        for c in report["removed_conflicting_labels"]
+    )
     hashes = [f["sha256"] for f in manifest["files"]]
     assert len(hashes) == len(set(hashes))
     assert json.dumps(manifest["counts"]["train"]) and sum(manifest["counts"]["train"].values()) > 500

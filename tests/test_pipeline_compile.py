@@ -35,8 +35,14 @@ def test_compiled_pipeline_reloads_as_a_component(tmp_path: Path) -> None:
     loaded = components.load_component_from_file(str(COMPILED_PIPELINE))
     assert loaded.name == "radpipe-training"
     assert set(loaded.component_spec.inputs) == {
-        "data", "model", "train", "evaluate", "register", "tracking", "candidates",
-    }  # fmt: skip
+        "data",
+        "model",
+        "train",
+        "evaluate",
+        "register",
+        "tracking",
+        "candidates",
+    }
     assert {"model_uri", "model_version", "test_accuracy"} <= set(loaded.component_spec.outputs)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-from conftest import SHARED_WEIGHTS, needs_shared
 
 from radpipe import storage
 from radpipe.components.prepare_base import backbones
@@ -19,6 +18,8 @@ from radpipe.components.prepare_base.prepare_base import build_classifier, prepa
 from radpipe.config import ModelConfig
 from radpipe.errors import WeightsError
 from radpipe.modelspec import load_model_dir
+
+from conftest import SHARED_WEIGHTS, needs_shared
 
 CLASSES = ["a", "b", "c"]
 

@@ -37,7 +37,6 @@ def evaluate_and_register(
 
     from radpipe.components.evaluate_and_register import stage
     from radpipe.components.evaluate_and_register.evaluate import micro_roc
-
     from radpipe.errors import stage_errors
 
     with stage_errors("evaluate-and-register"):

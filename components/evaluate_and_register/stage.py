@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from radpipe import tracking
 from radpipe.components.evaluate_and_register.evaluate import (
     Evaluation,
     choose,
@@ -21,8 +22,6 @@ from radpipe.components.evaluate_and_register.register import (
     log_model,
     register_version,
 )
-
-from radpipe import tracking
 from radpipe.config import EvaluateConfig, RegisterConfig, TrackingConfig
 from radpipe.dataset import load_split
 from radpipe.progress import log

@@ -21,7 +21,6 @@ def ingest(
     from collections import namedtuple
 
     from radpipe.components.ingest import stage
-
     from radpipe.errors import stage_errors
 
     with stage_errors("ingest"):

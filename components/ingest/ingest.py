@@ -40,10 +40,14 @@ from radpipe.progress import Progress, log
 
 SPLITS = dataset.SPLITS
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val",
-    "test": "test", "testing": "test",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db"}
 MANIFEST = dataset.MANIFEST
 
@@ -328,11 +332,19 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(image.path, target)
-                files.append({
-                    "path": rel, "split": image.split, "class": image.label, "sha256": image.sha256,
-                    "width": image.width, "height": image.height, "mode": image.mode, "format": image.format,
-                    "source": image.relpath,
-                })  # fmt: skip
+                files.append(
+                    {
+                        "path": rel,
+                        "split": image.split,
+                        "class": image.label,
+                        "sha256": image.sha256,
+                        "width": image.width,
+                        "height": image.height,
+                        "mode": image.mode,
+                        "format": image.format,
+                        "source": image.relpath,
+                    }
+                )
                 bar.update()
         manifest = {
             "format": "radpipe-dataset/v1",

@@ -10,9 +10,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from radpipe.components.ingest.ingest import MANIFEST, IngestReport, ingest
-
 from radpipe import __version__, tracking
+from radpipe.components.ingest.ingest import MANIFEST, IngestReport, ingest
 from radpipe.config import DataConfig, TrackingConfig
 
 

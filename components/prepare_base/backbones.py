@@ -36,30 +36,42 @@ class Backbone:
 
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(
-        "mobilenet_v2", "MobileNetV2",
+        "mobilenet_v2",
+        "MobileNetV2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         _GCS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        None, "tf", "out_relu",
+        None,
+        "tf",
+        "out_relu",
     ),
     "vgg16": Backbone(
-        "vgg16", "VGG16",
+        "vgg16",
+        "VGG16",
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         _GCS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "6d6bbae143d832006294945121d1f1fc", "caffe", "block5_conv3",
+        "6d6bbae143d832006294945121d1f1fc",
+        "caffe",
+        "block5_conv3",
     ),
     "resnet50": Backbone(
-        "resnet50", "ResNet50",
+        "resnet50",
+        "ResNet50",
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         _GCS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626", "caffe", "conv5_block3_out",
+        "4d473c1dd8becc155b73f8504c6f6626",
+        "caffe",
+        "conv5_block3_out",
     ),
     "efficientnet_b0": Backbone(
-        "efficientnet_b0", "EfficientNetB0",
+        "efficientnet_b0",
+        "EfficientNetB0",
         "efficientnetb0_notop.h5",
         "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
-        "50bc09e76180e00e4465e1a485ddc09d", "builtin", "top_activation",
+        "50bc09e76180e00e4465e1a485ddc09d",
+        "builtin",
+        "top_activation",
     ),
-}  # fmt: skip
+}
 
 
 def keras_cache_dir() -> Path:

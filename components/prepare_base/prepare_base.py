@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from radpipe import storage
 from radpipe.components.prepare_base.backbones import (
     BACKBONES,
     Backbone,
@@ -17,8 +18,6 @@ from radpipe.components.prepare_base.backbones import (
     imagenet_weights,
     normalization_layer,
 )
-
-from radpipe import storage
 from radpipe.config import ModelConfig
 from radpipe.errors import WeightsError
 from radpipe.modelspec import ModelSpec, save_model_dir

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 
 from radpipe.components.prepare_base.prepare_base import prepare_base
-
 from radpipe.config import ModelConfig, TrainConfig, resolve_candidate
 from radpipe.dataset import read_manifest
 from radpipe.modelspec import ModelSpec

@@ -20,7 +20,6 @@ def train(
 ):
     """Train one candidate (frozen head, then optional fine-tuning) inside an MLflow child run."""
     from radpipe.components.train import stage
-
     from radpipe.errors import stage_errors
 
     with stage_errors("train"):

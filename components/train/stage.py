@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from radpipe.components.train.train import train_model
-
 from radpipe import provenance, tracking
+from radpipe.components.train.train import train_model
 from radpipe.config import ModelConfig, TrackingConfig, TrainConfig, resolve_candidate
 
 
