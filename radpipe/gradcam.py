@@ -1,0 +1,65 @@
+"""Grad-CAM: where in the image the model looked, for the report's grid and for serving's ``explain``.
+
+Works on any radpipe model: prepare-base builds ``normalize -> backbone -> linear head``, and the model's
+record names the backbone and its last convolutional activation (``ModelSpec.feature_layer``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radpipe.modelspec import ModelSpec
+
+
+class GradCam:
+    """Heatmaps for one model; builds the gradient graph once and reuses it for every call."""
+
+    def __init__(self, model: Any, spec: ModelSpec) -> None:
+        import keras
+
+        if not spec.feature_layer:
+            raise ValueError("this model's record names no feature layer; Grad-CAM needs one")
+        backbone = model.get_layer(spec.backbone_layer)
+        self._normalize = model.get_layer("normalize")
+        self._features = keras.Model(
+            backbone.input, [backbone.get_layer(spec.feature_layer).output, backbone.output], name="gradcam_features"
+        )
+        # The head is the chain of layers after the backbone (dropout, optional dense, softmax).
+        self._head = model.layers[model.layers.index(backbone) + 1 :]
+
+    def heatmaps(self, images: np.ndarray, class_index: int | np.ndarray | None = None) -> np.ndarray:
+        """``images`` float32 (n, H, W, 3) in [0, 255] -> heatmaps (n, H, W) in [0, 1].
+
+        ``class_index`` is the class to explain per image (default: the predicted class).
+        """
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+        with tf.GradientTape() as tape:
+            conv, pooled = self._features(self._normalize(x), training=False)
+            out = pooled
+            for layer in self._head:
+                out = layer(out, training=False)
+            if class_index is None:
+                target = tf.argmax(out, axis=1)
+            else:
+                target = tf.broadcast_to(tf.constant(class_index, dtype=tf.int64), [tf.shape(out)[0]])
+            score = tf.gather(out, target, axis=1, batch_dims=1)
+        grads = tape.gradient(score, conv)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
+        cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+        size = x.shape[1:3]
+        cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
+        return np.clip(cam.numpy(), 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a heatmap (H, W in [0, 1]) over an RGB uint8 image with matplotlib's 'jet' colours."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3] * 255.0
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.clip(blended, 0, 255).astype(np.uint8)

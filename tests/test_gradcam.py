@@ -1,0 +1,47 @@
+"""Grad-CAM on radpipe models: shapes, ranges, and that it explains the class it is asked about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radpipe.components.prepare_base.prepare_base import prepare_base
+from radpipe.config import ModelConfig
+from radpipe.gradcam import GradCam, overlay
+from radpipe.modelspec import load_model_dir
+
+from conftest import SHARED_WEIGHTS, needs_shared
+
+
+@needs_shared(SHARED_WEIGHTS)
+def test_heatmaps_follow_the_object_and_the_class(tmp_path: Path) -> None:
+    prepare_base(ModelConfig(weights=str(SHARED_WEIGHTS), image_size=96), ["a", "b"], tmp_path / "m", tmp_path)
+    model, spec = load_model_dir(tmp_path / "m")
+    images = np.zeros((2, 96, 96, 3), np.float32)
+    images[0, 10:40, 10:40] = 255.0  # a bright square top-left
+    images[1, 56:86, 56:86] = 255.0  # and bottom-right
+    cam = GradCam(model, spec)
+    maps = cam.heatmaps(images)
+    assert maps.shape == (2, 96, 96) and maps.min() >= 0.0 and maps.max() <= 1.0
+    for heatmap in maps:
+        assert heatmap.std() > 0.01  # not flat
+    other = cam.heatmaps(images, class_index=1 - np.argmax(model.predict_on_batch(images[:1])[0]))
+    assert other.shape == maps.shape
+
+
+def test_works_on_a_random_model_and_overlay_is_an_image(tmp_path: Path) -> None:
+    prepare_base(ModelConfig(weights="none", image_size=32, dense_units=8), ["a", "b", "c"], tmp_path / "m", tmp_path)
+    model, spec = load_model_dir(tmp_path / "m")
+    maps = GradCam(model, spec).heatmaps(np.full((3, 32, 32, 3), 128, np.float32), class_index=2)
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
+    blended = overlay(np.zeros((32, 32, 3), np.uint8), np.linspace(0, 1, 32 * 32).reshape(32, 32))
+    assert blended.dtype == np.uint8 and blended.shape == (32, 32, 3) and blended.max() > 0
+
+
+def test_a_model_without_feature_layer_is_refused(tmp_path: Path) -> None:
+    prepare_base(ModelConfig(weights="none", image_size=32), ["a", "b"], tmp_path / "m", tmp_path)
+    model, spec = load_model_dir(tmp_path / "m")
+    with pytest.raises(ValueError, match="names no feature layer"):
+        GradCam(model, spec.__class__(**{**spec.__dict__, "feature_layer": ""}))
