@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"aliases      {', '.join(aliases) if aliases else '(none moved)'}",
         f"candidate    {result.candidate}",
         f"test         accuracy {result.test_accuracy:.4f}   macro-F1 {result.test_macro_f1:.4f}",
-        f"wall time    {result.seconds:.0f} s",
+        f"wall time    {result.seconds:.0f} s  ("
+        + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in result.task_seconds)
+        + ")",
         f"tracking     {result.tracking_uri}",
     ]
     if result.tracking_uri.startswith("sqlite:"):
