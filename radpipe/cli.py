@@ -75,6 +75,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective config (defaults <- --config FILE <- --set overrides) as YAML."""
+    from radpipe.config import dump_config
+
+    sys.stdout.write(dump_config(_load_config(args)))
+    return 0
+
+
 def _image_files(paths: Sequence[str]) -> Iterator[Path]:
     from radpipe.preprocessing import is_image_file
 
@@ -155,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--image-tag", default=__version__, help="tag of the stage images")
     _add_config_args(comp)
     comp.set_defaults(func=cmd_compile)
+
+    conf = sub.add_parser("config", help="print the effective config as YAML", description=cmd_config.__doc__)
+    _add_config_args(conf)
+    conf.set_defaults(func=cmd_config)
 
     pred = sub.add_parser("predict", help="classify images with a model", description=cmd_predict.__doc__)
     pred.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
