@@ -112,7 +112,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        # No job-runner workers (MLflow 3 starts ~8 huey processes for GenAI jobs we do not use).
+        env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
