@@ -1,8 +1,8 @@
 """ASGI middleware in front of KServe's app: request size limit, empty bodies, and the metrics of every request.
 
-The body is read here, up to the limit, before any handler sees it: a body over the limit is refused
-with 413 without being buffered whole (uvicorn itself has no limit), and FastAPI never turns the
-refusal into a vague "error parsing the body". Bodies live in memory only.
+The body is read here, before any handler sees it, and kept only up to the limit: a body over the limit
+is refused with 413 without being held in memory (uvicorn itself has no limit), and FastAPI never turns
+the refusal into a vague "error parsing the body". Bodies live in memory only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from radpipe.serving import metrics
 Scope = dict[str, Any]
 ERROR_KIND_KEY = "radpipe.error_kind"
 """Exception handlers put the kind of a refused request into the ASGI scope under this key."""
+
+DRAIN_BYTES = 64 * 1024 * 1024
+"""A body over the limit by at most this much is read and discarded before the 413, so that a client that
+sends its whole body before reading (most HTTP clients) sees the answer instead of a broken pipe."""
 
 MODEL_VERBS = {"infer_v2", "predict_v1", "explain_v1"}
 
@@ -127,8 +131,8 @@ class ServingMiddleware:
             "send fewer or smaller images per request",
         )
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return b"", too_large
+        if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
+            return b"", too_large  # not worth reading: the client may see the connection close mid-send
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -136,11 +140,16 @@ class ServingMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > limit + DRAIN_BYTES:
                 return b"", too_large
-            chunks.append(chunk)
+            else:
+                chunks.clear()  # over the limit: read on and discard, so that the client gets to read the 413
             if not message.get("more_body", False):
                 break
+        if size > limit:
+            return b"", too_large
         body = b"".join(chunks)
         if not body.strip() and endpoint in MODEL_VERBS:
             return b"", (
