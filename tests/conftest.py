@@ -203,7 +203,9 @@ def served_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ServerProcess:
     """A predictor started as its container would start it: ``python -m radpipe.serving``, on loopback."""
 
-    def __init__(self, args: list[str], root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], root: Path, env: dict[str, str] | None = None, port_flag: str = "--http_port"
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = root / "cwd"  # the server's working directory and TMPDIR: must stay empty
@@ -211,7 +213,7 @@ class ServerProcess:
         self.log_path = root / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the server's lifetime
         self.proc = subprocess.Popen(
-            [*args, "--http_port", str(self.port)],
+            [*args, port_flag, str(self.port)],
             cwd=self.workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,
