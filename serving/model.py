@@ -146,13 +146,22 @@ class RadpipeModel(Model):
         assert self.classifier is not None
         if isinstance(payload, Decoded):
             return payload
-        if isinstance(payload, InferRequest):
-            return await asyncio.to_thread(decode_v2, payload, self.classifier, self.limits)
-        return await asyncio.to_thread(decode_v1, payload, self.classifier, self.limits, False)
+        assert self._batcher is not None
+        token = self._batcher.expect()  # the batcher may wait for this request while it is decoded
+        try:
+            if isinstance(payload, InferRequest):
+                decoded = await asyncio.to_thread(decode_v2, payload, self.classifier, self.limits)
+            else:
+                decoded = await asyncio.to_thread(decode_v1, payload, self.classifier, self.limits, False)
+        except BaseException:
+            self._batcher.withdraw(token)
+            raise
+        decoded.batch_token = token
+        return decoded
 
     async def predict(self, payload: Decoded, headers: dict[str, str] | None = None, response_headers=None) -> Any:  # type: ignore[override]
         assert self.classifier is not None and self._batcher is not None
-        probabilities = await self._batcher.predict(payload.images)
+        probabilities = await self._batcher.predict(payload.images, token=payload.batch_token)
         answer = Answer(probabilities=np.asarray(probabilities, dtype=np.float32))
         if payload.explain:
             answer.gradcam_png = await self._explain(payload.images, answer.probabilities)

@@ -64,6 +64,8 @@ class Decoded:
     explain: bool = False
     request_id: str | None = None
     requested_outputs: Any = None
+    batch_token: int | None = None
+    """The micro-batcher's token for this request (see ``MicroBatcher.expect``)."""
 
 
 @dataclass

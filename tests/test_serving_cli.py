@@ -58,10 +58,15 @@ def infer(url: str, model_name: str, image: Path) -> dict:
         return {o["name"]: o for o in json.load(response)["outputs"]}
 
 
-def test_radpipe_serve_loads_a_registered_model_by_alias(
+def test_radpipe_serve_loads_a_registered_model_by_alias_and_from_its_mounted_folder(
     served_model_dir: Path, use_mlflow: str, tmp_path: Path
 ) -> None:
-    register(served_model_dir, use_mlflow, "chest-ct-serving")
+    import mlflow
+
+    from radpipe.serving.app import load_model
+
+    version = register(served_model_dir, use_mlflow, "chest-ct-serving")
+    expected = Classifier.load(str(served_model_dir)).predict([IMAGE])[0]
     server = ServerProcess(
         [sys.executable, "-m", "radpipe", "serve", "models:/chest-ct-serving@champion"],
         tmp_path / "server",
@@ -76,29 +81,23 @@ def test_radpipe_serve_loads_a_registered_model_by_alias(
         answer = infer(server.url, "chest-ct-serving", IMAGE)
     finally:
         server.stop()
-    expected = Classifier.load(str(served_model_dir)).predict([IMAGE])[0]
     assert answer["label"]["data"] == [expected.label]
     np.testing.assert_allclose(answer["probabilities"]["data"], list(expected.scores.values()), rtol=1e-4, atol=1e-6)
     assert "upload page" in server.log() and "/ui/" in server.log()
     assert sorted(server.workdir.rglob("*")) == []  # the download went to a temporary folder, now gone
 
-
-def test_the_mlflow_folder_that_kserve_mounts_loads_with_its_class_names(
-    served_model_dir: Path, use_mlflow: str, tmp_path: Path
-) -> None:
-    """KServe's storage initializer copies the version's storageUri (an MLflow model folder) to /mnt/models."""
-    import mlflow
-
-    from radpipe.serving.app import load_model
-
-    version = register(served_model_dir, use_mlflow, "chest-ct-mounted")
-    mounted = Path(mlflow.artifacts.download_artifacts(f"models:/chest-ct-mounted/{version}", dst_path=str(tmp_path)))
+    # In a cluster, KServe's storage initializer copies the version's storageUri (the MLflow model folder)
+    # to /mnt/models, and the predictor loads that folder.
+    mounted = Path(mlflow.artifacts.download_artifacts(f"models:/chest-ct-serving/{version}", dst_path=str(tmp_path)))
     assert (mounted / "MLmodel").is_file()
     model = load_model(str(mounted), "chest-ct")
     try:
         meta = model.metadata()
         assert meta["name"] == "chest-ct" and meta["class_names"] == Classifier.load(str(served_model_dir)).class_names
         assert model.gradcam is not None
+        np.testing.assert_allclose(
+            model.classifier.predict([IMAGE])[0].scores["normal"], expected.scores["normal"], rtol=1e-5
+        )
     finally:
         model.stop()
 
