@@ -93,3 +93,37 @@ def test_a_failing_call_fails_its_requests_and_the_next_ones_still_work() -> Non
 def test_batch_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
         MicroBatcher(Recorder(), concurrent.futures.ThreadPoolExecutor(1), max_batch_size=0)
+
+
+def test_a_request_still_being_decoded_joins_the_next_call() -> None:
+    model = Recorder()
+
+    async def main() -> list[np.ndarray]:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(model, pool, max_batch_size=16, max_wait=30.0)
+            token = batcher.expect()  # announced: arrived, still decoding
+            first = asyncio.ensure_future(batcher.predict(images(1)))
+            await asyncio.sleep(0.05)
+            assert not first.done()  # the call waits for the announced request...
+            second = await batcher.predict(images(2), token=token)
+            return [await first, second]
+
+    first, second = run(main())
+    assert model.sizes == [2]  # ...which joins it
+    assert first[0, 0] == 1 and second[0, 0] == 2
+
+
+def test_a_withdrawn_announcement_does_not_hold_the_call() -> None:
+    model = Recorder()
+
+    async def main() -> np.ndarray:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(model, pool, max_batch_size=16, max_wait=3600.0)
+            token = batcher.expect()
+            first = asyncio.ensure_future(batcher.predict(images(1)))
+            await asyncio.sleep(0.05)
+            batcher.withdraw(token)  # that request was refused (bad input)
+            return await asyncio.wait_for(first, timeout=60)
+
+    np.testing.assert_array_equal(run(main())[:, 0], [1])
+    assert model.sizes == [1]
