@@ -167,6 +167,15 @@ def test_concurrent_requests_each_get_their_own_answer(model_server: ServerProce
         np.testing.assert_allclose(outputs(answer)["probabilities"]["data"], scores, rtol=1e-4, atol=1e-6)
 
 
+def test_requested_outputs_are_honoured(model_server: ServerProcess, predicted: dict) -> None:
+    path = TEST_IMAGES[3]
+    request = {**v2_request(b64(path)), "outputs": [{"name": "label"}]}
+    status, answer = call(f"{model_server.url}/v2/models/chest-ct/infer", request)
+    assert status == 200, answer
+    assert [o["name"] for o in answer["outputs"]] == ["label"]
+    assert answer["outputs"][0]["data"] == [predicted[str(path)]["label"]]
+
+
 def _png(data: str) -> Image.Image:
     image = Image.open(io.BytesIO(base64.b64decode(data)))
     assert image.format == "PNG"
