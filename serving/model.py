@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from kserve import InferRequest, Model
+from kserve.errors import InvalidInput
 from PIL import Image
 
 from radpipe.classifier import Classifier
@@ -153,10 +154,13 @@ class RadpipeModel(Model):
                 decoded = await asyncio.to_thread(decode_v2, payload, self.classifier, self.limits)
             else:
                 decoded = await asyncio.to_thread(decode_v1, payload, self.classifier, self.limits, False)
-        except BaseException:
+        except BaseException as exc:
             self._batcher.withdraw(token)
+            if isinstance(exc, RequestError) and getattr(payload, "from_grpc", False):
+                raise InvalidInput(str(exc)) from exc  # gRPC status INVALID_ARGUMENT with the same message
             raise
         decoded.batch_token = token
+        decoded.from_grpc = bool(getattr(payload, "from_grpc", False))
         return decoded
 
     async def predict(self, payload: Decoded, headers: dict[str, str] | None = None, response_headers=None) -> Any:  # type: ignore[override]
@@ -164,7 +168,12 @@ class RadpipeModel(Model):
         probabilities = await self._batcher.predict(payload.images, token=payload.batch_token)
         answer = Answer(probabilities=np.asarray(probabilities, dtype=np.float32))
         if payload.explain:
-            answer.gradcam_png = await self._explain(payload.images, answer.probabilities)
+            try:
+                answer.gradcam_png = await self._explain(payload.images, answer.probabilities)
+            except RequestError as exc:
+                if payload.from_grpc:
+                    raise InvalidInput(str(exc)) from exc
+                raise
         metrics.IMAGES.labels(model=self.name).inc(len(payload.images))
         if payload.protocol == "v2":
             return encode_v2(payload, answer, self.classifier, self.name)

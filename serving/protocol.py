@@ -65,6 +65,7 @@ class Decoded:
     request_id: str | None = None
     requested_outputs: Any = None
     batch_token: int | None = None
+    from_grpc: bool = False
     """The micro-batcher's token for this request (see ``MicroBatcher.expect``)."""
 
 

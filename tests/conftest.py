@@ -207,6 +207,7 @@ class ServerProcess:
         self, args: list[str], root: Path, env: dict[str, str] | None = None, port_flag: str = "--http_port"
     ) -> None:
         self.port = free_port()
+        self.grpc_port: int | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = root / "cwd"  # the server's working directory and TMPDIR: must stay empty
         self.workdir.mkdir(parents=True)
@@ -241,7 +242,9 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 8 images)."""
+    """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 8 images),
+    over REST and gRPC (``server.grpc_port``)."""
+    grpc_port = free_port()
     server = ServerProcess(
         [
             sys.executable,
@@ -251,8 +254,8 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
             str(served_model_dir),
             "--model_name",
             "chest-ct",
-            "--enable_grpc",
-            "false",
+            "--grpc_port",
+            str(grpc_port),
             "--max_request_bytes",
             str(1 << 20),
             "--max_image_pixels",
@@ -262,6 +265,7 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         ],
         tmp_path_factory.mktemp("server"),
     )
+    server.grpc_port = grpc_port
     try:
         server.wait_ready()
         yield server

@@ -176,6 +176,41 @@ def test_requested_outputs_are_honoured(model_server: ServerProcess, predicted: 
     assert answer["outputs"][0]["data"] == [predicted[str(path)]["label"]]
 
 
+def test_grpc_v2_takes_raw_image_bytes_and_refuses_bad_ones_clearly(
+    model_server: ServerProcess, predicted: dict
+) -> None:
+    import asyncio
+
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    def request(*blobs: bytes) -> InferRequest:
+        tensor = InferInput("image", [len(blobs)], "BYTES")
+        tensor.set_data_from_numpy(np.array(blobs, dtype=np.object_), binary_data=True)
+        return InferRequest(model_name="chest-ct", infer_inputs=[tensor])
+
+    async def ask(infer_request: InferRequest) -> Any:
+        client = InferenceGRPCClient(f"127.0.0.1:{model_server.grpc_port}", timeout=60, retries=2)
+        try:
+            return await client.infer(infer_request)
+        finally:
+            await client.close()
+
+    path = TEST_IMAGES[5]
+    answer = asyncio.run(ask(request(path.read_bytes())))
+    probabilities = answer.get_output_by_name("probabilities").as_numpy()
+    scores = [predicted[str(path)]["scores"][c] for c in SAMPLE_CLASSES]
+    np.testing.assert_allclose(probabilities.ravel(), scores, rtol=1e-4, atol=1e-6)
+    label = answer.get_output_by_name("label").as_numpy().ravel()[0]
+    assert (label.decode() if isinstance(label, bytes) else label) == predicted[str(path)]["label"]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        asyncio.run(ask(request(b"not an image at all")))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not an image" in refused.value.details()
+    assert model_server.proc.poll() is None
+
+
 def _png(data: str) -> Image.Image:
     image = Image.open(io.BytesIO(base64.b64decode(data)))
     assert image.format == "PNG"
