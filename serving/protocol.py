@@ -191,10 +191,14 @@ def decode_v2(request: Any, classifier: Classifier, limits: Limits) -> Decoded:
     datatype = tensor.datatype.upper()
     size = classifier.image_size
     if datatype == "BYTES":
-        if tensor._raw_data is not None:  # binary tensor extension: raw bytes, no base64
-            items = list(tensor.as_numpy().reshape(-1))
-        else:
-            items = list(np.asarray(tensor.data, dtype=object).reshape(-1)) if tensor.data is not None else []
+        try:
+            # kserve keeps binary-extension and gRPC raw contents in _raw_data (raw file bytes, no base64).
+            if tensor._raw_data is not None:
+                items = list(tensor.as_numpy().reshape(-1))
+            else:
+                items = list(np.asarray(tensor.data, dtype=object).reshape(-1)) if tensor.data is not None else []
+        except (ValueError, TypeError):
+            raise RequestError("bad_tensor", f"{where}: the data does not match its shape {tensor.shape}") from None
         if math.prod(tensor.shape or [0]) != len(items) or len(tensor.shape or []) not in (1, 2):
             raise RequestError(
                 "wrong_shape",

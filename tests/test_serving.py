@@ -260,6 +260,20 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("no inputs", "v2", {"inputs": []}, 400, "has 0 inputs"),
     ("input without data", "v2", {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES"}]}, 400, "data"),
     ("bad base64", "v2", v2_request("%%% not base64 %%%"), 400, "not valid base64"),
+    (
+        "ragged BYTES data",
+        "v2",
+        {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": [["a"], ["b", "c"]]}]},
+        400,
+        "BYTES elements are base64 strings",
+    ),
+    (
+        "BYTES of numbers",
+        "v2",
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [7]}]},
+        400,
+        "base64",
+    ),
     ("empty image", "v2", v2_request(""), 400, "is empty"),
     (
         "wrong tensor shape",
