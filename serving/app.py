@@ -18,7 +18,8 @@ from typing import Any
 
 from radpipe import tracking
 from radpipe.serving.model import RadpipeModel, default_model_name
-from radpipe.serving.protocol import Limits, RequestError
+from radpipe.serving.options import Limits
+from radpipe.serving.protocol import RequestError
 
 UI_PATH = "/ui/"
 CONTENT_SECURITY_POLICY = (

@@ -1,13 +1,27 @@
-"""Command-line flags shared by ``radpipe serve`` and ``python -m radpipe.serving`` (same names as KServe's)."""
+"""Request limits and the flags shared by ``radpipe serve`` and ``python -m radpipe.serving`` (KServe-style names).
+
+Kept free of heavy imports: ``radpipe``'s CLI builds its parser from here."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from radpipe.errors import RadpipeError
-from radpipe.serving.protocol import Limits
 
 DEFAULT_MAX_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (flags of ``radpipe serve`` and ``python -m radpipe.serving``)."""
+
+    max_request_bytes: int = 20 * 1024 * 1024
+    """Largest request body; a base64 image is 4/3 of its file size."""
+    max_image_pixels: int = 25_000_000
+    """Largest decoded image (width x height); checked from the header, before decoding (decompression bombs)."""
+    max_images: int = 64
+    """Most images in one request."""
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:

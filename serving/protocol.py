@@ -24,24 +24,13 @@ from PIL import Image, UnidentifiedImageError
 from radpipe.classifier import Classifier, Prediction
 from radpipe.errors import RadpipeError
 from radpipe.preprocessing import ImageError
+from radpipe.serving.options import Limits
 
 INPUT_NAME = "image"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABEL = "label"
 OUTPUT_GRADCAM = "gradcam"
 TENSOR_DATATYPES = {"FP32": np.float32, "UINT8": np.uint8}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server (flags of ``radpipe serve`` and ``python -m radpipe.serving``)."""
-
-    max_request_bytes: int = 20 * 1024 * 1024
-    """Largest request body; a base64 image is 4/3 of its file size."""
-    max_image_pixels: int = 25_000_000
-    """Largest decoded image (width x height); checked from the header, before decoding (decompression bombs)."""
-    max_images: int = 64
-    """Most images in one request."""
 
 
 class RequestError(RadpipeError):
