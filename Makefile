@@ -11,7 +11,7 @@ SHARED_WEIGHTS ?= ../shared/weights
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format compile seed-weights clean
+.PHONY: help install demo test test-deps lint format compile seed-weights clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,15 @@ seed-weights: ## copy ../shared/weights/*.h5 into the Keras cache, if that folde
 demo: install seed-weights ## run the whole pipeline locally on the bundled sample and print what it registered
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/radpipe run --config examples/demo.yaml
 
-test: install ## lint, then run the test suite
+# The serving page is tested in headless Chromium (Debian's package). Without root it is skipped, and so
+# are those tests (they say why).
+test-deps: ## install headless Chromium for the upload-page tests (Debian/Ubuntu, as root)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is not installed and this is not root with apt-get: the upload-page tests will skip"; fi; }
+
+test: install test-deps ## lint, then run the test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -137,6 +137,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a model over KServe's V1 and Open Inference Protocol V2 REST APIs, with an upload page."""
+    from radpipe.serving import require_kserve
+
+    require_kserve()
+    from radpipe.serving.app import load_model, run
+    from radpipe.serving.options import limits_from
+
+    limits = limits_from(args)
+    model = load_model(args.model_uri, args.model_name, limits, args.max_batch_size, allow_embedded_tracking=True)
+    base = f"http://localhost:{args.port}"
+    print(
+        f"serving '{model.name}' on {base} (all interfaces)\n"
+        f"  upload page  {base}/ui/\n"
+        f"  V2 infer     POST {base}/v2/models/{model.name}/infer\n"
+        f"  V1 predict   POST {base}/v1/models/{model.name}:predict\n"
+        f"  metrics      {base}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    run(model, http_port=args.port)
+    return 0
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config file (see docs/configuration.md)")
     parser.add_argument(
@@ -174,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--output", "-o", metavar="FILE", help="write JSON lines here instead of stdout")
     pred.add_argument("--batch-size", type=int, default=32)
     pred.set_defaults(func=cmd_predict)
+
+    serve = sub.add_parser(
+        "serve", help="serve a model over HTTP (KServe V1/V2, upload page)", description=cmd_serve.__doc__
+    )
+    serve.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, KServe's)")
+    serve.add_argument("--model_name", help="name in the URLs (default: the registered model's name, else 'model')")
+    from radpipe.serving.options import add_limit_args
+
+    add_limit_args(serve)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

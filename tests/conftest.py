@@ -172,3 +172,103 @@ def sample_copy(tmp_path: Path) -> Path:
     target = tmp_path / "chest-ct-sample"
     shutil.copytree(SAMPLE, target)
     return target
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+SAMPLE_CLASSES = ["adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.cell.carcinoma"]
+
+
+@pytest.fixture(scope="session")
+def served_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32 px radpipe model folder for the chest CT sample's classes, whose answers differ between images.
+
+    A random backbone (``weights: none``) in inference mode yields features of ~1e-12; the head's kernel is
+    scaled so that those differences reach the probabilities: answers then depend on the image, which the
+    tests comparing served answers with ``radpipe predict`` need.
+    """
+    from radpipe.components.prepare_base.prepare_base import prepare_base
+    from radpipe.config import ModelConfig
+    from radpipe.modelspec import load_model_dir, save_model_dir
+
+    root = tmp_path_factory.mktemp("served-model")
+    prepare_base(ModelConfig(weights="none", image_size=32), SAMPLE_CLASSES, root / "base", root)
+    model, spec = load_model_dir(root / "base")
+    head = model.get_layer("probabilities")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 1e12, bias])
+    save_model_dir(model, spec, root / "model")
+    return root / "model"
+
+
+class ServerProcess:
+    """A predictor started as its container would start it: ``python -m radpipe.serving``, on loopback."""
+
+    def __init__(
+        self, args: list[str], root: Path, env: dict[str, str] | None = None, port_flag: str = "--http_port"
+    ) -> None:
+        self.port = free_port()
+        self.grpc_port: int | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = root / "cwd"  # the server's working directory and TMPDIR: must stay empty
+        self.workdir.mkdir(parents=True)
+        self.log_path = root / "server.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the server's lifetime
+        self.proc = subprocess.Popen(
+            [*args, port_flag, str(self.port)],
+            cwd=self.workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(self.workdir), **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        try:
+            wait_for_http(f"{self.url}/v2/health/ready", timeout=timeout, proc=self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; server log:\n{self.log()}") from exc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 8 images),
+    over REST and gRPC (``server.grpc_port``)."""
+    grpc_port = free_port()
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "radpipe.serving",
+            "--model_dir",
+            str(served_model_dir),
+            "--model_name",
+            "chest-ct",
+            "--grpc_port",
+            str(grpc_port),
+            "--max_request_bytes",
+            str(1 << 20),
+            "--max_image_pixels",
+            "1000000",
+            "--max_images",
+            "8",
+        ],
+        tmp_path_factory.mktemp("server"),
+    )
+    server.grpc_port = grpc_port
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,181 @@
+"""ASGI middleware in front of KServe's app: request size limit, empty bodies, and the metrics of every request.
+
+The body is read here, before any handler sees it, and kept only up to the limit: a body over the limit
+is refused with 413 without being held in memory (uvicorn itself has no limit), and FastAPI never turns
+the refusal into a vague "error parsing the body". Bodies live in memory only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from radpipe.serving import metrics
+
+Scope = dict[str, Any]
+ERROR_KIND_KEY = "radpipe.error_kind"
+"""Exception handlers put the kind of a refused request into the ASGI scope under this key."""
+
+DRAIN_BYTES = 64 * 1024 * 1024
+"""A body over the limit by at most this much is read and discarded before the 413, so that a client that
+sends its whole body before reading (most HTTP clients) sees the answer instead of a broken pipe."""
+
+MODEL_VERBS = {"infer_v2", "predict_v1", "explain_v1"}
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """A fixed, low-cardinality name for the metrics label."""
+    if path.startswith("/v2/models/"):
+        if path.endswith("/infer"):
+            return "infer_v2"
+        if path.endswith("/ready"):
+            return "health"
+        return "metadata_v2"
+    if path.startswith("/v1/models/"):
+        if path.endswith(":predict"):
+            return "predict_v1"
+        if path.endswith(":explain"):
+            return "explain_v1"
+        return "metadata_v1"
+    if path.startswith("/v2/health") or path == "/":
+        return "health"
+    if path.startswith("/ui"):
+        return "ui"
+    if path == "/metrics":
+        return "metrics"
+    if path in ("/v2", "/v2/models", "/v1/models"):
+        return "metadata"
+    return "other"
+
+
+def model_in_path(path: str) -> str | None:
+    """The model name in a model URL (``/v2/models/<name>/...``, ``/v1/models/<name>:predict``), else None."""
+    for prefix in ("/v2/models/", "/v1/models/"):
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            return rest.split("/", 1)[0].split(":", 1)[0] if prefix == "/v1/models/" else rest.split("/", 1)[0]
+    return None
+
+
+def kind_of_status(status: int, endpoint: str) -> str:
+    if status == 404:
+        return "unknown_model" if endpoint in MODEL_VERBS or endpoint.startswith("metadata") else "not_found"
+    return {
+        405: "method_not_allowed",
+        413: "request_too_large",
+        422: "invalid_request",
+        501: "not_implemented",
+        503: "not_ready",
+    }.get(status, "internal" if status >= 500 else f"http_{status}")
+
+
+class ServingMiddleware:
+    def __init__(self, app: Any, model_name: str, max_request_bytes: int) -> None:
+        self.app = app
+        self.model_name = model_name
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = endpoint_of(scope["method"], scope["path"])
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_and_watch(message: dict[str, Any]) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                response_started = True
+            await send(message)
+
+        try:
+            name = model_in_path(scope["path"])
+            if name is not None and name != self.model_name:
+                scope[ERROR_KIND_KEY] = "unknown_model"
+                message = f"no model named '{name}' is served here; this server serves '{self.model_name}'"
+                await _send_json(send_and_watch, 404, {"error": message})
+                return
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body, refusal = await self._read_body(scope, receive, endpoint)
+                if refusal is not None:
+                    kind, code, message = refusal
+                    scope[ERROR_KIND_KEY] = kind
+                    await _send_json(send_and_watch, code, {"error": message})
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_and_watch)
+        except Exception:
+            scope.setdefault(ERROR_KIND_KEY, "internal")
+            if not response_started:
+                status = 500
+            raise
+        finally:
+            labels = {"model": self.model_name, "endpoint": endpoint}
+            metrics.REQUESTS.labels(code=str(status), **labels).inc()
+            metrics.LATENCY.labels(**labels).observe(time.perf_counter() - started)
+            if status >= 400:
+                kind = scope.get(ERROR_KIND_KEY) or kind_of_status(status, endpoint)
+                metrics.ERRORS.labels(kind=kind, **labels).inc()
+
+    async def _read_body(self, scope: Scope, receive: Any, endpoint: str) -> tuple[bytes, tuple[str, int, str] | None]:
+        limit = self.max_request_bytes
+        too_large = (
+            "request_too_large",
+            413,
+            f"the request body is over this server's limit of {limit / 2**20:.1f} MiB (--max_request_bytes); "
+            "send fewer or smaller images per request",
+        )
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
+            return b"", too_large  # not worth reading: the client may see the connection close mid-send
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+            elif size > limit + DRAIN_BYTES:
+                return b"", too_large
+            else:
+                chunks.clear()  # over the limit: read on and discard, so that the client gets to read the 413
+            if not message.get("more_body", False):
+                break
+        if size > limit:
+            return b"", too_large
+        body = b"".join(chunks)
+        if not body.strip() and endpoint in MODEL_VERBS:
+            return b"", (
+                "empty_body",
+                400,
+                "the request body is empty; POST a JSON inference request, e.g. "
+                '{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["<base64 PNG>"]}]}',
+            )
+        return body, None
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would
+
+    return replay
+
+
+async def _send_json(send: Any, status: int, content: dict[str, Any]) -> None:
+    body = orjson.dumps(content)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
