@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, lock)
             print(f"wrote {lock.relative_to(IMAGES_DIR.parent)}")
     if stale:
-        print(f"stale: {', '.join(stale)}; run `make image-locks` and commit images/*/requirements.lock", file=sys.stderr)
+        hint = "run `make image-locks` and commit images/*/requirements.lock"
+        print(f"stale: {', '.join(stale)}; {hint}", file=sys.stderr)
         return 1
     return 0
 

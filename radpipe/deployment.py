@@ -103,7 +103,8 @@ def storage_uri_for(download_uri: str, artifacts_destination: str = "") -> str:
         if not destination.startswith("s3://"):
             raise DeployError(
                 f"the MLflow artifacts destination must be an s3:// URI for KServe to read it, got {destination!r}; "
-                f"pass --artifacts-destination or set {ARTIFACTS_DESTINATION_ENV} to the server's --artifacts-destination"
+                f"pass --artifacts-destination or set {ARTIFACTS_DESTINATION_ENV} to the server's "
+                "--artifacts-destination"
             )
         return f"{destination.rstrip('/')}/{parsed.path.strip('/')}"
     raise DeployError(
@@ -131,7 +132,9 @@ def resolve(ref: ModelRef, artifacts_destination: str = "") -> ServedVersion:
             "`kubectl -n radpipe port-forward svc/mlflow 5000:5000`, http://localhost:5000)."
         ) from exc
     except OSError as exc:
-        raise DeployError(f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}; check MLFLOW_TRACKING_URI") from exc
+        raise DeployError(
+            f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}; check MLFLOW_TRACKING_URI"
+        ) from exc
     return ServedVersion(ref.name, version, storage_uri_for(download_uri, artifacts_destination), ref.alias)
 
 
@@ -145,7 +148,9 @@ def service_name(model_name: str, alias: str = "", version: str = "") -> str:
         name = f"m-{name}"
     name = name[:MAX_NAME_LENGTH].rstrip("-")
     if not _DNS_LABEL.match(name):
-        raise DeployError(f"cannot make a Kubernetes name from {raw!r}; pass --name with lowercase letters, digits, '-'")
+        raise DeployError(
+            f"cannot make a Kubernetes name from {raw!r}; pass --name with lowercase letters, digits and '-'"
+        )
     return name
 
 
