@@ -53,14 +53,22 @@ def read_requirements(path: Path) -> list[Requirement]:
     return requirements
 
 
+def _site_packages() -> list[str]:
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+
+
 def _distribution(name: str) -> metadata.Distribution:
-    try:
-        return metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        raise LockError(
-            f"{name} is not installed in {sys.prefix}; install the project (make install) and the extras "
-            "the image needs, then run python images/lock.py"
-        ) from None
+    """``name`` as installed in this environment's site-packages (never a source tree's ``*.egg-info``
+    that happens to be on ``sys.path``, such as the repository root's)."""
+    wanted = canonicalize_name(name)
+    for dist in metadata.distributions(path=_site_packages()):
+        if canonicalize_name(dist.metadata["Name"] or "") == wanted:
+            return dist
+    raise LockError(
+        f"{name} is not installed in {sys.prefix}; install the project (make install) and the extras "
+        "the image needs, then run python images/lock.py"
+    )
 
 
 def closure(requirements: list[Requirement]) -> dict[str, metadata.Distribution]:

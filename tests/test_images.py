@@ -159,8 +159,8 @@ def _module_file(name: str) -> Path | None:
 
 
 def imports_of(entries: list[str]) -> dict[str, set[str]]:
-    """Every import in the radpipe modules reachable from ``entries`` (including inside functions), as
-    {module: names imported from it}; radpipe's own modules are followed, not returned."""
+    """Every module the radpipe modules reachable from ``entries`` import (including inside functions), and
+    those radpipe modules themselves, as {module: names imported from it}."""
     found: dict[str, set[str]] = {}
     queue, seen = list(entries), set()
     while queue:
@@ -174,6 +174,7 @@ def imports_of(entries: list[str]) -> dict[str, set[str]]:
         path = _module_file(module)
         if path is None:
             continue
+        found.setdefault(module, set())  # radpipe's own modules must import there too
         if path.name == "__init__.py" and module in entries:  # an entry package: all its modules count
             queue.extend(f"{module}.{p.stem}" for p in path.parent.glob("*.py") if p.name != "__init__.py")
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
