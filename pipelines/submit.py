@@ -68,8 +68,9 @@ def run_url(host: str, run_id: str) -> str:
 
 
 def _unreachable(host: str, exc: Exception) -> RadpipeError:
+    detail = str(getattr(exc, "reason", None) or exc).rsplit(": ", 1)[-1].rstrip(")'\"")  # "[Errno 111] ..."
     return RadpipeError(
-        f"cannot reach Kubeflow Pipelines at {host} ({type(exc).__name__}: {exc}); "
+        f"cannot reach Kubeflow Pipelines at {host} ({detail}); "
         "start `kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80` or pass --host / set KFP_HOST"
     )
 
@@ -81,11 +82,15 @@ def submit(args: argparse.Namespace) -> int:
     arguments = run_arguments(args)
     run_name = args.run_name or time.strftime("radpipe-%Y%m%d-%H%M%S", time.gmtime())
 
+    import warnings
+
     import kfp
     import urllib3.exceptions
     from kfp_server_api.exceptions import ApiException
 
     network_errors = (urllib3.exceptions.HTTPError, OSError)
+    # kfp.Client warns that it needs a KFP backend >= 2.0.0-beta.2 on every use; the cluster runs 2.17.0.
+    warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
     try:
         client = kfp.Client(host=args.host, namespace=args.namespace)
         run = client.create_run_from_pipeline_package(
