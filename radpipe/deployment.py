@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 from radpipe import storage
 from radpipe.errors import RadpipeError
 from radpipe.images import SERVING_IMAGE, USER_ID, image_ref
+from radpipe.progress import log
 
 NAMESPACE = "radpipe"
 SERVICE_ACCOUNT = "radpipe-kserve"
@@ -115,6 +117,12 @@ def storage_uri_for(download_uri: str, artifacts_destination: str = "") -> str:
 
 def resolve(ref: ModelRef, artifacts_destination: str = "") -> ServedVersion:
     """Look ``ref`` up in the MLflow registry at ``MLFLOW_TRACKING_URI`` and locate its files."""
+    version, download_uri = lookup(ref)
+    return ServedVersion(ref.name, version, storage_uri_for(download_uri, artifacts_destination), ref.alias)
+
+
+def lookup(ref: ModelRef) -> tuple[str, str]:
+    """The version number ``ref`` names and the MLflow URI of its files."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -135,7 +143,7 @@ def resolve(ref: ModelRef, artifacts_destination: str = "") -> ServedVersion:
         raise DeployError(
             f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}; check MLFLOW_TRACKING_URI"
         ) from exc
-    return ServedVersion(ref.name, version, storage_uri_for(download_uri, artifacts_destination), ref.alias)
+    return version, download_uri
 
 
 def service_name(model_name: str, alias: str = "", version: str = "") -> str:
@@ -273,8 +281,22 @@ def write_manifest(manifest: dict[str, Any], output: str | Path) -> Path:
 def write_serving_manifest(
     output: str | Path, model_name: str, version: str, alias: str = "", artifacts_destination: str = ""
 ) -> Path:
-    """For evaluate-and-register: the InferenceService of the version it just registered, written to
-    ``output`` (the KFP artifact's path). Uses the MLflow client's current tracking URI."""
-    served = resolve(ModelRef(name=model_name, version=str(version)), artifacts_destination)
-    served = ServedVersion(served.name, served.version, served.storage_uri, alias)
-    return write_manifest(render_inference_service(served), output)
+    """For evaluate-and-register: write the InferenceService of the version it just registered to
+    ``output`` (the KFP artifact's path), using the MLflow client's current tracking URI.
+
+    When the version's files are not in S3 (a local run's file store), KServe could not read them: the
+    file then says so in a YAML comment instead of holding a manifest, and the reason is logged; the run
+    itself goes on, since registering succeeded.
+    """
+    version, download_uri = lookup(ModelRef(name=model_name, version=str(version)))
+    try:
+        storage_uri = storage_uri_for(download_uri, artifacts_destination)
+    except DeployError as exc:
+        log(f"serving manifest: none for models:/{model_name}/{version}: {exc}")
+        reason = "\n".join(f"# {line}" for line in textwrap.wrap(str(exc), 100))
+        storage.atomic_write_text(output, f"# No InferenceService for models:/{model_name}/{version}.\n{reason}\n")
+        return Path(output)
+    served = ServedVersion(model_name, version, storage_uri, alias)
+    path = write_manifest(render_inference_service(served), output)
+    log(f"serving manifest: InferenceService for models:/{model_name}/{version} serving {served.storage_uri}")
+    return path

@@ -91,3 +91,23 @@ def test_deploy_without_a_tracking_server_is_a_clear_error() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: no MLflow tracking server configured: set MLFLOW_TRACKING_URI")
+
+
+def test_serving_manifest_of_a_local_run_says_why_there_is_none(tmp_path: Path) -> None:
+    """A local run's registry keeps files on disk, which KServe cannot read: the artifact explains that,
+    and writing it does not fail the run that just registered the model."""
+    import mlflow
+
+    from radpipe import tracking
+    from test_cluster_s3 import register_tiny_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.setup_experiment(uri, "radpipe-s3-test")  # artifacts beside the database, not in the cwd
+    version = register_tiny_model(uri, "local-ct")
+    path = deployment.write_serving_manifest(tmp_path / "serving.yaml", "local-ct", version, "champion")
+    text = path.read_text()
+    assert text.startswith(f"# No InferenceService for models:/local-ct/{version}.")
+    assert "KServe cannot read" in text and yaml.safe_load(text) is None
+    with pytest.raises(DeployError, match="cannot resolve models:/local-ct/99"):
+        deployment.write_serving_manifest(tmp_path / "other.yaml", "local-ct", "99")
+    mlflow.set_tracking_uri("")
