@@ -97,9 +97,9 @@ def test_serving_manifest_of_a_local_run_says_why_there_is_none(tmp_path: Path) 
     """A local run's registry keeps files on disk, which KServe cannot read: the artifact explains that,
     and writing it does not fail the run that just registered the model."""
     import mlflow
+    from test_cluster_s3 import register_tiny_model
 
     from radpipe import tracking
-    from test_cluster_s3 import register_tiny_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking.setup_experiment(uri, "radpipe-s3-test")  # artifacts beside the database, not in the cwd
