@@ -20,12 +20,13 @@ def compile_pipeline(
     config: Config | None = None,
     image_registry: str = "",
     image_tag: str = DEFAULT_IMAGE_TAG,
+    cluster_env: bool = True,
 ) -> Path:
     """Write the compiled pipeline to ``output`` (atomically) and return its path."""
     from kfp import compiler
 
     output = Path(output)
-    pipeline = build_pipeline(config, image_registry=image_registry, image_tag=image_tag)
+    pipeline = build_pipeline(config, image_registry=image_registry, image_tag=image_tag, cluster_env=cluster_env)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "pipeline.yaml"
         compiler.Compiler().compile(pipeline, str(staged))

@@ -9,17 +9,17 @@ cluster. Config sections travel as ``dict`` (STRUCT) parameters and are re-valid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
-from radpipe import __version__
 from radpipe.components.evaluate_and_register import component as evaluate_component
 from radpipe.components.ingest import component as ingest_component
 from radpipe.components.prepare_base import component as prepare_base_component
 from radpipe.components.train import component as train_component
 from radpipe.config import Config
+from radpipe.images import DEFAULT_TAG, USER_ID, image_ref
 
 PIPELINE_NAME = "radpipe-training"
-DEFAULT_IMAGE_TAG = __version__
+DEFAULT_IMAGE_TAG = DEFAULT_TAG
 
 STAGES = {
     "ingest": (ingest_component.ingest, ingest_component.IMAGE),
@@ -37,10 +37,18 @@ RESOURCES = {
 }
 
 
-def image_ref(image: str, registry: str = "", tag: str = DEFAULT_IMAGE_TAG) -> str:
-    """``[registry/]image:tag``, e.g. ``radpipe-train:0.1.0`` or ``ghcr.io/acme/radpipe-train:0.1.0``."""
-    prefix = registry.rstrip("/") + "/" if registry else ""
-    return f"{prefix}{image}:{tag}"
+# Where tasks on a cluster find MLflow and S3: manifests/base/kubeflow creates both in the run namespace.
+CLUSTER_ENV_CONFIG_MAP = "radpipe-pipeline-env"
+CLUSTER_ENV_KEYS = (
+    "MLFLOW_TRACKING_URI",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "RADPIPE_SERVING_IMAGE",
+    "RADPIPE_MLFLOW_ARTIFACTS_DESTINATION",
+)
+CLUSTER_S3_SECRET = "radpipe-s3"
+CLUSTER_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def stage_components(registry: str = "", tag: str = DEFAULT_IMAGE_TAG) -> dict[str, Any]:
@@ -52,7 +60,7 @@ def stage_components(registry: str = "", tag: str = DEFAULT_IMAGE_TAG) -> dict[s
     }
 
 
-def _resources(task: Any, stage: str) -> Any:
+def _stage_resources(task: Any, stage: str) -> Any:
     cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[stage]
     return (
         task.set_cpu_request(cpu_request)
@@ -60,6 +68,17 @@ def _resources(task: Any, stage: str) -> Any:
         .set_memory_request(memory_request)
         .set_memory_limit(memory_limit)
     )
+
+
+def _cluster(task: Any) -> Any:
+    """What a task needs on a cluster: the MLflow and S3 environment, and the images' non-root user.
+
+    kfp.local ignores kfp-kubernetes settings, so the same compiled pipeline still runs locally.
+    """
+    kubernetes.use_config_map_as_env(task, CLUSTER_ENV_CONFIG_MAP, {key: key for key in CLUSTER_ENV_KEYS})
+    kubernetes.use_secret_as_env(task, CLUSTER_S3_SECRET, {key: key for key in CLUSTER_SECRET_KEYS})
+    kubernetes.set_security_context(task, run_as_user=USER_ID, run_as_group=USER_ID, run_as_non_root=True)
+    return task
 
 
 class PipelineOutputs(NamedTuple):
@@ -71,11 +90,23 @@ class PipelineOutputs(NamedTuple):
 
 
 def build_pipeline(
-    config: "Config | None" = None, image_registry: str = "", image_tag: str = DEFAULT_IMAGE_TAG
+    config: "Config | None" = None,
+    image_registry: str = "",
+    image_tag: str = DEFAULT_IMAGE_TAG,
+    cluster_env: bool = True,
 ) -> Callable[..., Any]:
-    """The pipeline function, with ``config`` as its parameters' defaults and images from ``image_registry``."""
+    """The pipeline function, with ``config`` as its parameters' defaults and images from ``image_registry``.
+
+    ``cluster_env`` wires every task to the ``radpipe-pipeline-env`` ConfigMap and ``radpipe-s3`` Secret
+    that ``manifests/`` creates; turn it off for a cluster that provides the environment another way.
+    """
     config = config or Config()
     ops = stage_components(image_registry, image_tag)
+
+    def configure(task: Any, stage: str) -> Any:
+        _stage_resources(task, stage)
+        return _cluster(task) if cluster_env else task
+
     defaults = {
         "data": config.data.to_dict(),
         "model": config.model.to_dict(),
@@ -101,12 +132,12 @@ def build_pipeline(
     ) -> PipelineOutputs:
         ingest = ops["ingest"](data=data, tracking=tracking, pipeline_job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         ingest.set_display_name("ingest").set_caching_options(False)  # opens the run's MLflow parent run
-        _resources(ingest, "ingest")
+        configure(ingest, "ingest")
         with dsl.ParallelFor(candidates, parallelism=config.search.parallelism) as candidate:
             # Only artifacts cross into the loop: kfp.local 2.17.0 replaces task-output *parameters* inside a
             # ParallelFor with the loop item (see docs/development.md).
             base = ops["prepare-base"](dataset=ingest.outputs["dataset"], model=model, candidate=candidate)
-            _resources(base.set_display_name("prepare-base"), "prepare-base")
+            configure(base.set_display_name("prepare-base"), "prepare-base")
             trained = ops["train"](
                 dataset=ingest.outputs["dataset"],
                 base_model=base.outputs["base_model"],
@@ -115,7 +146,7 @@ def build_pipeline(
                 candidate=candidate,
                 tracking=tracking,
             )
-            _resources(trained.set_display_name("train"), "train")
+            configure(trained.set_display_name("train"), "train")
         evaluated = ops["evaluate-and-register"](
             dataset=ingest.outputs["dataset"],
             candidates=dsl.Collected(trained.outputs["trained_model"]),
@@ -126,7 +157,7 @@ def build_pipeline(
             data_fingerprint=ingest.outputs["fingerprint"],
         )
         evaluated.set_display_name("evaluate-and-register").set_caching_options(False)  # writes the registry
-        _resources(evaluated, "evaluate-and-register")
+        configure(evaluated, "evaluate-and-register")
         return PipelineOutputs(
             model_uri=evaluated.outputs["model_uri"],
             model_version=evaluated.outputs["model_version"],

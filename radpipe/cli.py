@@ -69,7 +69,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     output = compile_pipeline(
-        args.output or COMPILED_PIPELINE, config, image_registry=args.image_registry, image_tag=args.image_tag
+        args.output or COMPILED_PIPELINE,
+        config,
+        image_registry=args.image_registry,
+        image_tag=args.image_tag,
+        cluster_env=args.cluster_env,
     )
     print(f"wrote {output}")
     return 0
@@ -161,6 +165,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Render the KServe InferenceService serving a registered model version (by alias or number)."""
+    import mlflow
+
+    from radpipe import deployment, tracking
+    from radpipe.images import DEFAULT_TAG, SERVING_IMAGE, image_ref
+
+    ref = deployment.ModelRef.parse(args.model)
+    mlflow.set_tracking_uri(tracking.resolve_tracking_uri())
+    served = deployment.resolve(ref, args.artifacts_destination)
+    image = args.image
+    if not image and (args.image_registry or args.image_tag):
+        image = image_ref(SERVING_IMAGE, args.image_registry, args.image_tag or DEFAULT_TAG)
+    manifest = deployment.render_inference_service(
+        served, name=args.name, namespace=args.namespace, image=image, service_account=args.service_account
+    )
+    if args.output in (None, "-"):
+        sys.stdout.write(deployment.to_yaml(manifest))
+    else:
+        path = deployment.write_manifest(manifest, args.output)
+        print(f"wrote {path}", file=sys.stderr)
+    print(
+        f"{ref.uri} is version {served.version}; InferenceService {manifest['metadata']['name']} "
+        f"serves {served.storage_uri}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config file (see docs/configuration.md)")
     parser.add_argument(
@@ -185,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", "-o", metavar="FILE", help="default: the checked-in pipelines/radpipe-training.yaml")
     comp.add_argument("--image-registry", default="", help="prefix of the stage images, e.g. ghcr.io/acme")
     comp.add_argument("--image-tag", default=__version__, help="tag of the stage images")
+    comp.add_argument(
+        "--no-cluster-env",
+        dest="cluster_env",
+        action="store_false",
+        help="do not wire tasks to the radpipe-pipeline-env ConfigMap and radpipe-s3 Secret (manifests/)",
+    )
     _add_config_args(comp)
     comp.set_defaults(func=cmd_compile)
 
@@ -209,6 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_limit_args(serve)
     serve.set_defaults(func=cmd_serve)
+
+    dep = sub.add_parser(
+        "deploy", help="render the KServe InferenceService for a registered model", description=cmd_deploy.__doc__
+    )
+    dep.add_argument("model", metavar="NAME@ALIAS", help="e.g. chest-ct@champion, chest-ct/3 (MLFLOW_TRACKING_URI)")
+    dep.add_argument(
+        "--output", "-o", metavar="PATH", help="a file, or a folder such as manifests/overlays/kind/ (default: stdout)"
+    )
+    dep.add_argument("--name", default="", help="InferenceService name (default: NAME-ALIAS, e.g. chest-ct-champion)")
+    dep.add_argument("--namespace", default="radpipe")
+    dep.add_argument("--service-account", default="radpipe-kserve", help="bound to the S3 secret KServe reads with")
+    dep.add_argument("--image", default="", help="serving image (default: $RADPIPE_SERVING_IMAGE or radpipe-serving)")
+    dep.add_argument("--image-registry", default="", help="prefix of the serving image, e.g. ghcr.io/acme")
+    dep.add_argument("--image-tag", default="", help=f"tag of the serving image (default: {__version__})")
+    dep.add_argument(
+        "--artifacts-destination",
+        default="",
+        help="the MLflow server's --artifacts-destination (default: $RADPIPE_MLFLOW_ARTIFACTS_DESTINATION "
+        "or s3://mlflow/artifacts)",
+    )
+    dep.set_defaults(func=cmd_deploy)
     return parser
 
 

@@ -47,7 +47,7 @@ def test_compiled_pipeline_reloads_as_a_component(tmp_path: Path) -> None:
 
 
 def test_each_stage_runs_in_its_own_image() -> None:
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = next(yaml.safe_load_all(COMPILED_PIPELINE.read_text()))
     images = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors(spec).items()}
     assert images == {stage: f"{image}:0.1.0" for stage, image in STAGE_IMAGES.items()}
     assert set(STAGES) == set(STAGE_IMAGES)
@@ -59,7 +59,7 @@ def test_each_stage_runs_in_its_own_image() -> None:
 def test_registry_tag_and_config_are_compile_time_choices(tmp_path: Path) -> None:
     config = load_config(None, ["train.epochs=3", "register.model_name=lungs"])
     path = compile_pipeline(tmp_path / "p.yaml", config, image_registry="ghcr.io/acme/", image_tag="1.2.3")
-    spec = yaml.safe_load(path.read_text())
+    spec = next(yaml.safe_load_all(path.read_text()))
     images = {e["container"]["image"] for e in executors(spec).values()}
     assert images == {f"ghcr.io/acme/{image}:1.2.3" for image in STAGE_IMAGES.values()}
     defaults = spec["root"]["inputDefinitions"]["parameters"]
@@ -68,6 +68,6 @@ def test_registry_tag_and_config_are_compile_time_choices(tmp_path: Path) -> Non
 
 
 def test_resources_are_requested_for_the_cluster() -> None:
-    spec = yaml.safe_load(COMPILED_PIPELINE.read_text())
+    spec = next(yaml.safe_load_all(COMPILED_PIPELINE.read_text()))
     train = executors(spec)["exec-train"]["container"]["resources"]
     assert train["cpuRequest"] == 2 and train["memoryLimit"] > train["memoryRequest"] > 0

@@ -1,0 +1,302 @@
+"""The KServe ``InferenceService`` that serves one registered model version.
+
+One renderer, two callers: evaluate-and-register writes it as the run's serving manifest for the version it
+registered, and ``radpipe deploy NAME@ALIAS`` renders it for whatever version an alias points at, for
+``kubectl apply``. What a run proposes and what an operator applies are therefore the same document.
+
+The predictor is radpipe's own serving image (``images/serving``, a KServe custom predictor speaking the V2
+protocol). KServe's storage initializer copies the version's files from MinIO/S3 into ``/mnt/models``
+before the predictor starts: ``STORAGE_URI`` names them, and the service account carries the S3 secret
+with KServe's ``serving.kserve.io/s3-*`` annotations (``manifests/base/serving``).
+
+The MLflow server stores artifacts behind its proxy (``--artifacts-destination s3://...``) and hands
+clients ``mlflow-artifacts:/`` URIs; :func:`storage_uri_for` maps those back to the ``s3://`` objects
+KServe reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radpipe import storage
+from radpipe.errors import RadpipeError
+from radpipe.images import SERVING_IMAGE, USER_ID, image_ref
+from radpipe.progress import log
+
+NAMESPACE = "radpipe"
+SERVICE_ACCOUNT = "radpipe-kserve"
+ARTIFACTS_DESTINATION = "s3://mlflow/artifacts"
+"""The MLflow server's ``--artifacts-destination`` in ``manifests/base/mlflow``."""
+ARTIFACTS_DESTINATION_ENV = "RADPIPE_MLFLOW_ARTIFACTS_DESTINATION"
+SERVING_IMAGE_ENV = "RADPIPE_SERVING_IMAGE"
+MODEL_DIR = "/mnt/models"
+HTTP_PORT = 8080
+LABEL_PREFIX = "radpipe.io"
+DEFAULT_ALIAS = "champion"
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# KServe appends "-predictor" (and more in some modes) to the InferenceService name for its Service and
+# Deployment; 45 characters leaves room within Kubernetes' 63-character limit.
+MAX_NAME_LENGTH = 45
+
+
+class DeployError(RadpipeError):
+    """A model reference cannot be resolved or rendered into a serving manifest."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` (its ``champion``), optionally with ``models:/``."""
+
+    name: str
+    alias: str = ""
+    version: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        body = text.removeprefix("models:/")
+        if "@" in body:
+            name, _, alias = body.partition("@")
+            if name and alias and "/" not in body:
+                return cls(name=name, alias=alias)
+        elif "/" in body:
+            name, _, version = body.partition("/")
+            if name and version.isdigit():
+                return cls(name=name, version=version)
+        elif body:
+            return cls(name=body, alias=DEFAULT_ALIAS)
+        raise DeployError(
+            f"{text!r} is not a model reference; use NAME@ALIAS (e.g. chest-ct@champion) or NAME/VERSION (chest-ct/3)"
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A registered version and where its files are for KServe."""
+
+    name: str
+    version: str
+    storage_uri: str
+    alias: str = ""
+
+
+def storage_uri_for(download_uri: str, artifacts_destination: str = "") -> str:
+    """The ``s3://`` location of the files behind an MLflow artifact URI.
+
+    ``mlflow-artifacts:/<path>`` (the proxied form, with or without ``//host:port``) is
+    ``<artifacts_destination>/<path>``; an ``s3://`` URI (a server without the proxy) is already there.
+    """
+    destination = artifacts_destination or os.environ.get(ARTIFACTS_DESTINATION_ENV) or ARTIFACTS_DESTINATION
+    parsed = urllib.parse.urlparse(download_uri)
+    if parsed.scheme == "s3":
+        return download_uri.rstrip("/")
+    if parsed.scheme == "mlflow-artifacts":
+        if not destination.startswith("s3://"):
+            raise DeployError(
+                f"the MLflow artifacts destination must be an s3:// URI for KServe to read it, got {destination!r}; "
+                f"pass --artifacts-destination or set {ARTIFACTS_DESTINATION_ENV} to the server's "
+                "--artifacts-destination"
+            )
+        return f"{destination.rstrip('/')}/{parsed.path.strip('/')}"
+    raise DeployError(
+        f"the model's files are at {download_uri}, which KServe cannot read from the cluster; "
+        "run the MLflow server with --artifacts-destination s3://... (manifests/base/mlflow) and register again"
+    )
+
+
+def resolve(ref: ModelRef, artifacts_destination: str = "") -> ServedVersion:
+    """Look ``ref`` up in the MLflow registry at ``MLFLOW_TRACKING_URI`` and locate its files."""
+    version, download_uri = lookup(ref)
+    return ServedVersion(ref.name, version, storage_uri_for(download_uri, artifacts_destination), ref.alias)
+
+
+def lookup(ref: ModelRef) -> tuple[str, str]:
+    """The version number ``ref`` names and the MLflow URI of its files."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        if ref.alias:
+            version = str(client.get_model_version_by_alias(ref.name, ref.alias).version)
+        else:
+            version = str(client.get_model_version(ref.name, ref.version).version)
+        download_uri = client.get_model_version_download_uri(ref.name, version)
+    except MlflowException as exc:
+        raise DeployError(
+            f"cannot resolve {ref.uri} in the MLflow registry at {mlflow.get_tracking_uri()}: {exc.message}. "
+            "Check the name and alias, and MLFLOW_TRACKING_URI (e.g. after "
+            "`kubectl -n radpipe port-forward svc/mlflow 5000:5000`, http://localhost:5000)."
+        ) from exc
+    except OSError as exc:
+        raise DeployError(
+            f"cannot reach MLflow at {mlflow.get_tracking_uri()}: {exc}; check MLFLOW_TRACKING_URI"
+        ) from exc
+    return version, download_uri
+
+
+def service_name(model_name: str, alias: str = "", version: str = "") -> str:
+    """A valid InferenceService name: ``chest-ct-champion``, ``chest-ct-v3``."""
+    suffix = alias or (f"v{version}" if version else "")
+    raw = f"{model_name}-{suffix}" if suffix else model_name
+    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)
+    if name and not name[0].isalpha():
+        name = f"m-{name}"
+    name = name[:MAX_NAME_LENGTH].rstrip("-")
+    if not _DNS_LABEL.match(name):
+        raise DeployError(
+            f"cannot make a Kubernetes name from {raw!r}; pass --name with lowercase letters, digits and '-'"
+        )
+    return name
+
+
+def _label_value(text: str) -> str:
+    """Kubernetes label values: up to 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63].strip("-_.")
+
+
+def render_inference_service(
+    served: ServedVersion,
+    *,
+    name: str = "",
+    namespace: str = NAMESPACE,
+    image: str = "",
+    service_account: str = SERVICE_ACCOUNT,
+    cpu: tuple[str, str] = ("500m", "2"),
+    memory: tuple[str, str] = ("1Gi", "2Gi"),
+) -> dict[str, Any]:
+    """The InferenceService (a plain dict) serving ``served`` with radpipe's predictor over the V2 protocol.
+
+    ``image`` defaults to ``RADPIPE_SERVING_IMAGE`` or ``radpipe-serving:<radpipe version>``.
+    """
+    if not served.storage_uri.startswith("s3://"):
+        raise DeployError(f"storage URI must be s3://..., got {served.storage_uri!r}")
+    name = name or service_name(served.name, served.alias, served.version)
+    if not _DNS_LABEL.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise DeployError(
+            f"{name!r} is not a valid InferenceService name: up to {MAX_NAME_LENGTH} lowercase letters, digits "
+            "and '-', starting with a letter"
+        )
+    image = image or os.environ.get(SERVING_IMAGE_ENV) or image_ref(SERVING_IMAGE)
+    model_uri = f"models:/{served.name}/{served.version}"
+    labels = {
+        "app.kubernetes.io/name": "radpipe-serving",
+        "app.kubernetes.io/part-of": "radpipe",
+        f"{LABEL_PREFIX}/model": _label_value(served.name),
+        f"{LABEL_PREFIX}/model-version": _label_value(served.version),
+    }
+    annotations = {
+        # Standard (plain Deployment + Service) needs neither Knative nor Istio: right for kind.
+        "serving.kserve.io/deploymentMode": "Standard",
+        f"{LABEL_PREFIX}/model-uri": model_uri,
+    }
+    if served.alias:
+        labels[f"{LABEL_PREFIX}/alias"] = _label_value(served.alias)
+        annotations[f"{LABEL_PREFIX}/alias-uri"] = f"models:/{served.name}@{served.alias}"
+    probe_path = f"/v2/models/{served.name}/ready"
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [f"--model_name={served.name}", f"--model_dir={MODEL_DIR}", f"--http_port={HTTP_PORT}"],
+        "env": [
+            {"name": "STORAGE_URI", "value": served.storage_uri},
+            {"name": "PROTOCOL", "value": "v2"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"containerPort": HTTP_PORT, "name": "http", "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": probe_path, "port": HTTP_PORT},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": HTTP_PORT},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 15,
+            "failureThreshold": 4,
+        },
+        "resources": {
+            "requests": {"cpu": cpu[0], "memory": memory[0]},
+            "limits": {"cpu": cpu[1], "memory": memory[1]},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {
+            "predictor": {
+                "serviceAccountName": service_account,
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "fsGroup": USER_ID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+            }
+        },
+    }
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
+
+
+def write_manifest(manifest: dict[str, Any], output: str | Path) -> Path:
+    """Write ``manifest`` as YAML: to ``output`` if it is a file name, or into the folder ``output`` as
+    ``inferenceservice-<name>.yaml``. Atomic, like every write in radpipe."""
+    path = Path(output)
+    if path.is_dir() or str(output).endswith("/"):
+        path = path / f"inferenceservice-{manifest['metadata']['name']}.yaml"
+    storage.atomic_write_text(path, to_yaml(manifest))
+    return path
+
+
+def write_serving_manifest(
+    output: str | Path, model_name: str, version: str, alias: str = "", artifacts_destination: str = ""
+) -> Path:
+    """For evaluate-and-register: write the InferenceService of the version it just registered to
+    ``output`` (the KFP artifact's path), using the MLflow client's current tracking URI.
+
+    When the version's files are not in S3 (a local run's file store), KServe could not read them: the
+    file then says so in a YAML comment instead of holding a manifest, and the reason is logged; the run
+    itself goes on, since registering succeeded.
+    """
+    version, download_uri = lookup(ModelRef(name=model_name, version=str(version)))
+    try:
+        storage_uri = storage_uri_for(download_uri, artifacts_destination)
+    except DeployError as exc:
+        log(f"serving manifest: none for models:/{model_name}/{version}: {exc}")
+        reason = "\n".join(f"# {line}" for line in textwrap.wrap(str(exc), 100))
+        storage.atomic_write_text(output, f"# No InferenceService for models:/{model_name}/{version}.\n{reason}\n")
+        return Path(output)
+    served = ServedVersion(model_name, version, storage_uri, alias)
+    path = write_manifest(render_inference_service(served), output)
+    log(f"serving manifest: InferenceService for models:/{model_name}/{version} serving {served.storage_uri}")
+    return path
