@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-deps lint format compile seed-weights clean
-.PHONY: tools image-locks images kind-load cluster-up cluster-down submit deploy
+.PHONY: tools constraints image-locks images kind-load cluster-up cluster-down submit deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,8 +22,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+$(INSTALLED): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install radpipe with its test tools
@@ -94,6 +94,14 @@ $(TOOLS_INSTALLED): tools-requirements.txt
 	@touch $@
 
 tools: $(TOOLS_INSTALLED) ## static checkers (hadolint, kubernetes-validate, checkov) in .tools/
+
+constraints: ## re-resolve pyproject.toml's dependencies into constraints.txt (then: make install image-locks)
+	rm -rf .venv-resolve
+	$(PYTHON) -m venv .venv-resolve
+	.venv-resolve/bin/python -m pip install -q -e ".[test]"
+	{ sed -n '1,3p' constraints.txt; .venv-resolve/bin/python -m pip freeze --exclude-editable | grep -v '^radpipe'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .venv-resolve
 
 image-locks: install ## re-lock images/*/requirements.lock to the packages installed in .venv
 	$(BIN)/python images/lock.py
