@@ -226,6 +226,8 @@ class TrainConfig(Section):
     """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning)."""
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-4
+    fine_tune_warmup_epochs: int = 2
+    """Linear learning-rate warm-up at the start of fine-tuning (with lr_schedule 'cosine')."""
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     """Applied in the fine-tuning phase (and the frozen phase when head_on_features is false)."""
     seed: int = 42
@@ -245,6 +247,7 @@ class TrainConfig(Section):
         )
         _check(self.fine_tune_layers >= 0, _join(path, "fine_tune_layers"), "must be >= 0")
         _check(self.fine_tune_epochs >= 0, _join(path, "fine_tune_epochs"), "must be >= 0")
+        _check(self.fine_tune_warmup_epochs >= 0, _join(path, "fine_tune_warmup_epochs"), "must be >= 0")
         _check(
             (self.fine_tune_layers == 0) == (self.fine_tune_epochs == 0),
             _join(path, "fine_tune_epochs"),

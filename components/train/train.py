@@ -197,12 +197,18 @@ def head_model(model: Any, spec: ModelSpec) -> Any:
     return keras.Model(inputs, x, name="head")
 
 
-def learning_rate(config: TrainConfig, base: float, epochs: int, steps_per_epoch: int) -> Any:
+def learning_rate(config: TrainConfig, base: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0) -> Any:
+    """Constant, or cosine decay to 0 over the phase after a linear warm-up (which keeps the first
+    fine-tuning steps from wrecking the pretrained features with a cold optimizer)."""
     import keras
 
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, epochs * steps_per_epoch))
-    return base
+    if config.lr_schedule != "cosine":
+        return base
+    warmup = min(warmup_epochs, max(0, epochs - 1)) * steps_per_epoch
+    decay = max(1, epochs * steps_per_epoch - warmup)
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(0.0, decay, warmup_target=base, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(base, decay)
 
 
 def train_model(
@@ -279,7 +285,9 @@ def train_model(
         unfrozen = set_trainable(model, spec, config.fine_tune_layers)
         log(f"train: fine-tuning the top {config.fine_tune_layers} backbone layers ({unfrozen} with weights)")
         wrapper = training_model(model, config)
-        rate = learning_rate(config, config.fine_tune_learning_rate, config.fine_tune_epochs, steps)
+        rate = learning_rate(
+            config, config.fine_tune_learning_rate, config.fine_tune_epochs, steps, config.fine_tune_warmup_epochs
+        )
         wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
         wrapper.fit(
             to_dataset(train, config.batch_size, True, config.seed),
