@@ -106,14 +106,15 @@ def set_trainable(model: Any, spec: ModelSpec, top_layers: int) -> int:
 
 
 class BestEpoch:
-    """Best validation loss over every phase: early stopping, and restore of the best weights."""
+    """The best epoch by validation loss over every phase (its weights are what train keeps), and early
+    stopping within a phase (against that phase's own best, so that a fine-tuning phase warming up from
+    a good head is not stopped before it gets going)."""
 
     def __init__(self, patience: int) -> None:
         self.patience = patience
         self.best = float("inf")
         self.best_epoch = -1
         self.best_weights: list[np.ndarray] | None = None
-        self.wait = 0
 
     def callback(self, model: Any) -> Any:
         import keras
@@ -122,16 +123,18 @@ class BestEpoch:
 
         class _Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-                tracker.wait = 0
+                self.phase_best, self.wait = float("inf"), 0
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 current = float((logs or {}).get("val_loss", np.inf))
                 if current < tracker.best:
-                    tracker.best, tracker.best_epoch, tracker.wait = current, epoch, 0
+                    tracker.best, tracker.best_epoch = current, epoch
                     tracker.best_weights = model.get_weights()
+                if current < self.phase_best:
+                    self.phase_best, self.wait = current, 0
                     return
-                tracker.wait += 1
-                if tracker.patience and tracker.wait >= tracker.patience:
+                self.wait += 1
+                if tracker.patience and self.wait >= tracker.patience:
                     self.model.stop_training = True
 
         return _Callback()
