@@ -47,6 +47,7 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
     model, spec = load_model_dir(tmp_path / "out")
     assert spec.extra["best_epoch"] == result.best_epoch and spec.extra["k"] == "v"
     assert spec.extra["train_config"]["fine_tune_layers"] == 500
+    assert spec.extra["history"] == result.history  # evaluate plots the training curves from it
     assert model.get_layer("backbone").trainable is False  # saved frozen: no augmentation wrapper either
     assert [layer.name for layer in model.layers][-1] == "probabilities"
 

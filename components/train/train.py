@@ -246,6 +246,7 @@ def train_model(
         best_epoch=best.best_epoch + 1,
         val_metrics=val_metrics,
         class_counts={"train": train.class_counts(), "val": val.class_counts()},
+        history=history,  # per-epoch loss/accuracy, train and val: evaluate plots the training curves
         **(extra or {}),
     )
     save_model_dir(model, spec, output_dir)
