@@ -136,7 +136,7 @@ def test_model_card_states_data_config_metrics_with_intervals_limits_and_not_for
     assert card.startswith("# Model card: chest-ct, version 7")
     assert card.count("Not for clinical use") >= 2
     assert "`" + "f" * 64 + "`" in card and "| adenocarcinoma | 90 | 40 |" in card
-    assert "| epochs | 6 |" in card and "Kept epoch 5 of 6" in card
+    assert "| epochs | 6 |" in card and "Kept epoch 5 of 6" in card and "macro-F1 none set" in card
     low, high = scored.intervals.per_class["normal"]["recall"]
     assert f"({low:.3f}–{high:.3f})" in card and "95% CI" in card
     assert "imbalanced" in card and "no external validation" in card

@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from radpipe.components.evaluate_and_register.findings import NOT_FOR_CLINICAL_USE, Findings, fmt, fmt_interval
+from radpipe.components.evaluate_and_register.findings import (
+    NOT_FOR_CLINICAL_USE,
+    Findings,
+    fmt,
+    fmt_interval,
+    safe_source,
+)
 
 METRIC_NAMES = {
     "accuracy": "Accuracy",
@@ -43,34 +49,44 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _facts(rows: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f"- **{name}**: {value}" for name, value in rows)
+
+
+def _value(value: Any) -> str:
+    """Config values as the YAML config spells them (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _model(f: Findings) -> str:
     spec, extra = f.spec, f.spec.extra
     model_config = extra.get("model_config", {})
     pre = spec.preprocessing
-    weights = spec.weights
+    weights = safe_source(spec.weights)
     if extra.get("weights_sha256"):
         weights += f" (sha256 `{str(extra['weights_sha256'])[:16]}…`)"
-    rows = [
-        ("Backbone", spec.backbone),
-        ("Starting weights", weights),
-        (
-            "Input",
-            f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
-        ),
-        ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
-        ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
-        ("Classes", ", ".join(spec.class_names)),
-    ]
-    return md_table(["", ""], rows)
+    return _facts(
+        [
+            ("Backbone", spec.backbone),
+            ("Starting weights", weights),
+            (
+                "Input",
+                f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
+            ),
+            ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
+            ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
+            ("Classes", ", ".join(spec.class_names)),
+        ]
+    )
 
 
 def _training(f: Findings) -> str:
     extra = f.spec.extra
     config = extra.get("train_config", {})
-    rows = [(key, config[key]) for key in TRAIN_KEYS if key in config]
+    rows = [(key, _value(config[key])) for key in TRAIN_KEYS if key in config]
     augmentation = config.get("augmentation")
     if isinstance(augmentation, dict):
-        rows.append(("augmentation", ", ".join(f"{k} {v}" for k, v in augmentation.items())))
+        rows.append(("augmentation", ", ".join(f"{k} {_value(v)}" for k, v in augmentation.items())))
     text = md_table(["setting", "value"], rows) if rows else "_No training configuration was recorded._"
     history = extra.get("history") or []
     val = extra.get("val_metrics", {})
@@ -157,11 +173,16 @@ def _gate(f: Findings) -> str:
     lines = [f"Gate {outcome}.", ""]
     lines += [f"- {'✔' if c.passed else '✘'} {c.detail}" for c in d.checks]
     g = f.gate
+
+    def threshold(value: float) -> str:
+        return f"≥ {value}" if value > 0 else "none set"
+
     lines += [
         "",
-        f"Thresholds: macro-F1 ≥ {g.min_macro_f1}, every class recall ≥ {g.min_class_recall}, "
-        f"{g.champion_metric} not below the {f.champion.alias}'s minus {g.champion_margin} "
-        f"(on_champion_error: {g.on_champion_error}).",
+        f"Configured (register.gate): macro-F1 {threshold(g.min_macro_f1)}; every class recall "
+        f"{threshold(g.min_class_recall)}; {g.champion_metric} at most {g.champion_margin} below the "
+        f"{f.champion.alias}'s on the same test split; a {f.champion.alias} that cannot be re-scored: "
+        f"{g.on_champion_error}.",
     ]
     rows = f.comparison()
     if rows:
@@ -176,15 +197,14 @@ def _gate(f: Findings) -> str:
 
 
 def build_model_card(f: Findings) -> str:
-    header = md_table(
-        ["", ""],
+    header = _facts(
         [
             ("Model", f"`{f.uri}`"),
             ("Registered", f"{f.created}, radpipe {f.radpipe_version}"),
             ("Candidate", f"{f.candidate} (MLflow run `{f.run_id}`)"),
             ("Gate", "passed" if f.decision.passed else "failed"),
             ("Classes", ", ".join(f.spec.class_names)),
-        ],
+        ]
     )
     sections = [
         f"# Model card: {f.model_name}, version {f.version}",

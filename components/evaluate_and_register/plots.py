@@ -171,7 +171,16 @@ def training_curves(history: list[Mapping[str, Any]], best_epoch: int | None = N
             ax.text(tuned[0] - 0.4, 0.98, " fine-tuning", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         if best_epoch:
             ax.axvline(best_epoch, color="#55a868", lw=1)
-            ax.text(best_epoch, 0.02, " kept", transform=ax.get_xaxis_transform(), color="#55a868", fontsize=8)
+            last = best_epoch >= max(epochs)
+            ax.text(
+                best_epoch,
+                0.02,
+                "kept " if last else " kept",
+                ha="right" if last else "left",
+                transform=ax.get_xaxis_transform(),
+                color="#55a868",
+                fontsize=8,
+            )
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
