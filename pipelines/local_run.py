@@ -6,11 +6,14 @@ TensorFlow reinstall. The same compiled components run on a cluster in their sta
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from radpipe import storage, tracking
@@ -30,6 +33,33 @@ class LocalRunResult:
     tracking_uri: str
     pipeline_root: str
     seconds: float
+    task_seconds: list[tuple[str, float]] = field(default_factory=list)
+    """Wall time of each task, in the order they finished (a task per candidate inside the loop)."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"^Executing task '([^']+)'")
+_FINISHED = re.compile(r"^Task '([^']+)' finished with status")
+
+
+class TaskTimer(logging.Filter):
+    """Wall time per task, read off kfp.local's own "Executing task" / "finished" log records.
+
+    A filter on the root logger, because kfp.local replaces the root logger's handlers while it runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started: dict[str, list[float]] = defaultdict(list)
+        self.finished: list[tuple[str, float]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _ANSI.sub("", str(record.getMessage()))
+        if match := _STARTED.match(message):
+            self._started[match.group(1)].append(record.created)
+        elif (match := _FINISHED.match(message)) and self._started[match.group(1)]:
+            self.finished.append((match.group(1), record.created - self._started[match.group(1)].pop(0)))
+        return True
 
 
 def _absolute_if_local(uri: str) -> str:
@@ -46,7 +76,9 @@ def localize(config: Config, workdir: Path) -> Config:
         data = data.replace(class_map=_absolute_if_local(config.data.class_map))
     model = config.model.replace(weights=_absolute_if_local(config.model.weights))
     uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.embedded_tracking_uri(workdir)
-    return config.replace(data=data, model=model, tracking=config.tracking.replace(uri=uri))
+    cache = _absolute_if_local(config.train.feature_cache) or str(workdir / tracking.EMBEDDED_DIR / "cache")
+    train = config.train.replace(feature_cache=cache)
+    return config.replace(data=data, model=model, train=train, tracking=config.tracking.replace(uri=uri))
 
 
 def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResult:
@@ -73,6 +105,8 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
         error_file = fh.name
     previous = os.environ.get(ERROR_FILE_ENV)
     os.environ[ERROR_FILE_ENV] = error_file
+    timer = TaskTimer()
+    logging.getLogger().addFilter(timer)
     try:
         task = pipeline(
             data=config.data.to_dict(),
@@ -87,6 +121,7 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
         message = Path(error_file).read_text().strip()
         raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
     finally:
+        logging.getLogger().removeFilter(timer)
         Path(error_file).unlink(missing_ok=True)
         if previous is None:
             os.environ.pop(ERROR_FILE_ENV, None)
@@ -103,4 +138,5 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
         tracking_uri=config.tracking.uri,
         pipeline_root=str(pipeline_root),
         seconds=time.monotonic() - started,
+        task_seconds=timer.finished,
     )

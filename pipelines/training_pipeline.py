@@ -103,7 +103,7 @@ def build_pipeline(
         ingest = ops["ingest"](data=data, tracking=tracking, pipeline_job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
         ingest.set_display_name("ingest").set_caching_options(False)  # opens the run's MLflow parent run
         _resources(ingest, "ingest")
-        with dsl.ParallelFor(candidates) as candidate:
+        with dsl.ParallelFor(candidates, parallelism=config.search.parallelism) as candidate:
             # Only artifacts cross into the loop: kfp.local 2.17.0 replaces task-output *parameters* inside a
             # ParallelFor with the loop item (see docs/development.md).
             base = ops["prepare-base"](dataset=ingest.outputs["dataset"], model=model, candidate=candidate)

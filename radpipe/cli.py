@@ -45,7 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"aliases      {', '.join(aliases) if aliases else '(none moved)'}",
         f"candidate    {result.candidate}",
         f"test         accuracy {result.test_accuracy:.4f}   macro-F1 {result.test_macro_f1:.4f}",
-        f"wall time    {result.seconds:.0f} s",
+        f"wall time    {result.seconds:.0f} s  ("
+        + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in result.task_seconds)
+        + ")",
         f"tracking     {result.tracking_uri}",
     ]
     if result.tracking_uri.startswith("sqlite:"):
@@ -75,6 +77,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
         args.output or COMPILED_PIPELINE, config, image_registry=args.image_registry, image_tag=args.image_tag
     )
     print(f"wrote {output}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective config (defaults <- --config FILE <- --set overrides) as YAML."""
+    from radpipe.config import dump_config
+
+    sys.stdout.write(dump_config(_load_config(args)))
     return 0
 
 
@@ -217,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--image-tag", default=__version__, help="tag of the stage images")
     _add_config_args(comp)
     comp.set_defaults(func=cmd_compile)
+
+    conf = sub.add_parser("config", help="print the effective config as YAML", description=cmd_config.__doc__)
+    _add_config_args(conf)
+    conf.set_defaults(func=cmd_config)
 
     pred = sub.add_parser("predict", help="classify images with a model", description=cmd_predict.__doc__)
     pred.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")

@@ -206,19 +206,31 @@ class AugmentationConfig(Section):
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    """The train stage: a frozen-backbone phase, then optional fine-tuning of the top layers."""
+    """The train stage: the head on a frozen backbone, then optional fine-tuning of the backbone's top layers."""
 
-    epochs: int = 12
+    epochs: int = 60
+    """Epochs of the frozen-backbone phase (cheap with head_on_features: seconds, not minutes)."""
     batch_size: int = 32
     learning_rate: float = 1e-3
-    label_smoothing: float = 0.0
+    """Learning rate of the frozen-backbone phase."""
+    lr_schedule: str = "cosine"
+    """'cosine' (decay to 0 over each end-to-end phase) or 'constant'."""
+    label_smoothing: float = 0.1
     class_weights: bool = True
-    early_stopping_patience: int = 4
+    early_stopping_patience: int = 8
+    """Stop a phase after this many epochs without a better validation loss (0 = never stop early)."""
+    head_on_features: bool = True
+    """Train the frozen-phase head on backbone features computed once (see components/train/features.py);
+    false trains it end to end with augmentation, every epoch a full forward pass."""
+    feature_cache: str = ""
+    """Folder or s3:// prefix where backbone features are cached across candidates and runs ('' = none;
+    local runs default to .radpipe/cache)."""
     fine_tune_layers: int = 0
     """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning)."""
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-4
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    """Applied in the fine-tuning phase (and the frozen phase when head_on_features is false)."""
     seed: int = 42
 
     def validate(self, path: str) -> None:
@@ -229,6 +241,11 @@ class TrainConfig(Section):
             _check(0.0 < value < 1.0, _join(path, key), f"must be in (0, 1), got {value}")
         _check(0.0 <= self.label_smoothing < 0.5, _join(path, "label_smoothing"), "must be in [0, 0.5)")
         _check(self.early_stopping_patience >= 0, _join(path, "early_stopping_patience"), "must be >= 0")
+        _check(
+            self.lr_schedule in ("cosine", "constant"),
+            _join(path, "lr_schedule"),
+            f"must be 'cosine' or 'constant', got {self.lr_schedule!r}",
+        )
         _check(self.fine_tune_layers >= 0, _join(path, "fine_tune_layers"), "must be >= 0")
         _check(self.fine_tune_epochs >= 0, _join(path, "fine_tune_epochs"), "must be >= 0")
         _check(
@@ -332,7 +349,7 @@ class RegisterConfig(Section):
         _check(
             not any(c in self.model_name for c in "@/'\"\\"),
             _join(path, "model_name"),
-            "must not contain '@', '/', quotes or backslashes",
+            "must not contain '@' or '/' (nor quotes or backslashes)",
         )
         for key in ("champion_alias", "challenger_alias"):
             value = getattr(self, key)
@@ -377,8 +394,12 @@ class SearchConfig(Section):
     An empty list trains the ``model``/``train`` sections as they are (one candidate)."""
 
     candidates: list[Candidate] = field(default_factory=list)
+    parallelism: int = 1
+    """Candidates trained at once: subprocesses with kfp.local (keep 1 on a laptop), pods on a cluster
+    (0 = no limit)."""
 
     def validate(self, path: str) -> None:
+        _check(self.parallelism >= 0, _join(path, "parallelism"), f"must be >= 0, got {self.parallelism}")
         names = [c.name for c in self.candidates]
         dupes = sorted({n for n in names if n and names.count(n) > 1})
         _check(not dupes, _join(path, "candidates"), f"candidate names must be unique, repeated: {dupes}")

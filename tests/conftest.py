@@ -114,7 +114,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        # No job-runner workers (MLflow 3 starts ~8 huey processes for GenAI jobs we do not use).
+        env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -206,7 +207,7 @@ class MlflowServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+            env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
             start_new_session=True,  # its own process group: `mlflow server` runs uvicorn as a child
         )
         log.close()

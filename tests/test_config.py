@@ -90,3 +90,29 @@ def test_candidates_resolve_over_the_base_config() -> None:
 
 def test_no_candidates_means_the_base_config_once() -> None:
     assert Config().candidate_list() == [{"name": "default", "model": {}, "train": {}}]
+
+
+def _leaf_keys(value: object, prefix: str = "") -> list[str]:
+    if isinstance(value, dict) and value:
+        return [k for key, item in value.items() for k in _leaf_keys(item, f"{prefix}.{key}" if prefix else key)]
+    return [prefix]
+
+
+def test_every_key_is_documented() -> None:
+    from conftest import REPO
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    missing = [key for key in _leaf_keys(Config().to_dict()) if f"`{key}`" not in doc]
+    assert not missing, f"document these keys in docs/configuration.md: {missing}"
+
+
+def test_cli_config_prints_the_effective_config(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from radpipe.cli import main
+
+    assert main(["config", "--set", "train.epochs=7"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 7 and shown["model"]["backbone"] == "mobilenet_v2"
+    assert main(["config", "--set", "train.epochs=-1"]) == 2
+    assert "config key 'train.epochs'" in capsys.readouterr().err

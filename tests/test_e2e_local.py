@@ -41,9 +41,12 @@ def client_for(workdir: Path):  # type: ignore[no-untyped-def]
 
 
 def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    first = run_local(load_config(None, [*FAST, "data.uri=data"]))
-    assert first.model_uri == "models:/tiny/1"
-    assert first.tracking_uri == f"sqlite:///{workdir / '.radpipe' / 'mlflow.db'}"
+    assert main(["run", "--data", "data", *[arg for s in FAST for arg in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "registered   models:/tiny/1" in out and "aliases      challenger, champion" in out
+    assert "gate         passed: no champion yet" in out and "/evaluation/report.html" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{workdir / '.radpipe' / 'mlflow.db'}" in out
+    assert "ingest" in out.split("wall time")[1].splitlines()[0]  # per-stage wall times
     client = client_for(workdir)
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "1"
@@ -75,7 +78,7 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     assert record["scores"] == pytest.approx(expected.scores, abs=1e-5)
 
     # What the KFP UI shows for evaluate-and-register: metrics, the confusion matrix and ROC, the HTML report.
-    (task_dir,) = Path(first.pipeline_root).glob("radpipe-training-*/evaluate-and-register")
+    (task_dir,) = (workdir / ".radpipe" / "pipeline_root").glob("radpipe-training-*/evaluate-and-register")
     executor_output = json.loads((task_dir / "executor_output.json").read_text())
     (classification,) = executor_output["artifacts"]["classification"]["artifacts"]
     matrix = classification["metadata"]["confusionMatrix"]
@@ -84,7 +87,7 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     report = (task_dir / "report").read_text()
     assert report.count("data:image/png;base64,") >= 6 and "Model card: tiny, version 1" in report
     assert "Not for clinical use" in (task_dir / "model_card").read_text()
-    assert first.gate == "passed" and version.tags["radpipe.registration"] == "complete"
+    assert version.tags["radpipe.gate"] == "passed" and version.tags["radpipe.registration"] == "complete"
 
     # A second run that passes the gate (a generous margin: the tiny models are near chance) becomes the
     # challenger; the champion stays where it was, to be moved by `radpipe promote`.
@@ -105,9 +108,32 @@ def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path) -> None:
     assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
 
 
-def test_cli_run_prints_what_it_registered(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--data", "data", *[arg for s in FAST for arg in ("--set", s)]]) == 0
-    out = capsys.readouterr().out
-    assert "registered   models:/tiny/1" in out and "aliases      challenger, champion" in out
-    assert "gate         passed: no champion yet" in out and "/evaluation/report.html" in out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out
+def test_search_chooses_on_validation_and_is_reproducible(workdir: Path) -> None:
+    search = [
+        *FAST,
+        "data.uri=data",
+        "search.candidates=[{name: slow, train: {learning_rate: 0.00001}}, {name: fast, train: {learning_rate: 0.01}}]",
+    ]
+    first = run_local(load_config(None, search))
+    second = run_local(load_config(None, search))
+    assert first.candidate == second.candidate
+    assert first.test_accuracy == pytest.approx(second.test_accuracy, abs=1e-6)
+    assert first.test_macro_f1 == pytest.approx(second.test_macro_f1, abs=1e-6)
+    assert (first.model_version, second.model_version) == ("1", "2")
+
+    client = client_for(workdir)
+    version = client.get_model_version("tiny", "2")
+    parent_id = client.get_run(version.run_id).data.tags["mlflow.parentRunId"]
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    assert sorted(run.data.tags["radpipe.candidate"] for run in children) == ["fast", "slow"]
+    # The chosen one has the best validation macro-F1; only it was scored on test.
+    chosen = client.get_run(version.run_id).data.metrics["best_val_macro_f1"]
+    assert chosen == max(run.data.metrics["best_val_macro_f1"] for run in children)
+    scored = [run.info.run_id for run in children if "test_accuracy" in run.data.metrics]
+    assert scored == [version.run_id]
+    # Candidates share backbone, weights and size: features are computed once and then read from the cache.
+    assert sorted(run.data.tags["radpipe.features_cache_hit"] for run in children) == ["true", "true"]
+    for run in children:
+        assert run.data.params["train.seed"] == "42" and run.data.tags["keras.version"]

@@ -31,14 +31,14 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
     config = TrainConfig(
         epochs=2,
         learning_rate=1e-2,
-        fine_tune_layers=500,
+        fine_tune_layers=12,
         fine_tune_epochs=3,
         fine_tune_learning_rate=1e-3,
         early_stopping_patience=0,
         augmentation=NO_AUGMENTATION,
     )
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out", on_epoch=seen.append, extra={"k": "v"})
-    assert [r["phase"] for r in result.history] == ["frozen"] * 2 + ["fine-tune"] * 3
+    assert [r["phase"] for r in result.history] == ["head"] * 2 + ["fine-tune"] * 3
     assert seen == result.history and [r["epoch"] for r in seen] == [1, 2, 3, 4, 5]
     best = min(result.history, key=lambda r: r["val_loss"])
     assert result.best_epoch == best["epoch"]
@@ -46,10 +46,29 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
     assert result.val_metrics["val_loss"] == pytest.approx(best["val_loss"], rel=1e-3, abs=1e-3)
     model, spec = load_model_dir(tmp_path / "out")
     assert spec.extra["best_epoch"] == result.best_epoch and spec.extra["k"] == "v"
-    assert spec.extra["train_config"]["fine_tune_layers"] == 500
-    assert spec.extra["history"] == result.history  # evaluate plots the training curves from it
+    assert spec.extra["train_config"]["fine_tune_layers"] == 12
+    assert spec.extra["history"] == result.history
     assert model.get_layer("backbone").trainable is False  # saved frozen: no augmentation wrapper either
     assert [layer.name for layer in model.layers][-1] == "probabilities"
+
+
+def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, feature_cache=str(tmp_path / "cache"), augmentation=NO_AUGMENTATION)
+    first = train_model(base_dir, ingested_tiny, config, tmp_path / "a")
+    second = train_model(base_dir, ingested_tiny, config, tmp_path / "b")
+    assert first.spec.extra["features"]["cache_hit"] is False
+    assert second.spec.extra["features"]["cache_hit"] is True
+    assert first.spec.extra["features"]["key"] == second.spec.extra["features"]["key"]
+    assert len(list((tmp_path / "cache").glob("features-*.npz"))) == 1
+    # Same data, config and seed: the same model, whether features were computed or read.
+    assert first.val_metrics == pytest.approx(second.val_metrics, abs=1e-6)
+
+
+def test_frozen_phase_end_to_end_when_asked(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=2, head_on_features=False)
+    result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
+    assert [r["phase"] for r in result.history] == ["frozen"] * 2
+    assert "features" not in result.spec.extra
 
 
 def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:

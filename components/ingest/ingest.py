@@ -35,7 +35,7 @@ import yaml
 from radpipe import dataset, storage
 from radpipe.config import DataConfig
 from radpipe.errors import DataError
-from radpipe.preprocessing import ImageError, is_image_file, open_image
+from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_image_file, open_image
 from radpipe.progress import Progress, log
 
 SPLITS = dataset.SPLITS
@@ -288,7 +288,7 @@ def check_classes(images: list[SourceImage], source: str) -> list[str]:
     if not images:
         raise DataError(
             f"no readable images found in {source}; expected <class>/<image> or <split>/<class>/<image> "
-            f"with extensions {', '.join(sorted(e for e in ('.png', '.jpg', '.jpeg', '.bmp', '.tif')))}"
+            f"with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
         )
     train_counts = Counter(i.label for i in images if i.split == "train")
     labels = sorted({i.label for i in images})

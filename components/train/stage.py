@@ -65,4 +65,12 @@ def run(
         best = {f"best_{k}": v for k, v in result.val_metrics.items()}
         mlflow.log_metrics({**best, "best_epoch": result.best_epoch, "train_seconds": result.seconds})
         mlflow.log_dict({"history": result.history}, "training/history.json")
+        if "features" in result.spec.extra:
+            features = result.spec.extra["features"]
+            mlflow.set_tags(
+                {
+                    "radpipe.features_key": features["key"],
+                    "radpipe.features_cache_hit": str(features["cache_hit"]).lower(),
+                }
+            )
         return TrainOutputs(active.info.run_id, name, result.val_metrics, result.best_epoch, result.seconds)

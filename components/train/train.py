@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from radpipe.components.train.features import backbone_features
 from radpipe.config import AugmentationConfig, TrainConfig
-from radpipe.dataset import Split, load_split
+from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import DataError
 from radpipe.modelspec import ModelSpec, load_model_dir, save_model_dir
 from radpipe.progress import log
@@ -184,6 +185,26 @@ def validation_metrics(model: Any, split: Split, batch_size: int) -> dict[str, f
     }
 
 
+def head_model(model: Any, spec: ModelSpec) -> Any:
+    """The layers after the backbone (dropout, optional dense, softmax) as a model on pooled features."""
+    import keras
+
+    backbone = model.get_layer(spec.backbone_layer)
+    inputs = keras.Input((int(backbone.output_shape[-1]),), dtype="float32", name="features")
+    x = inputs
+    for layer in model.layers[model.layers.index(backbone) + 1 :]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def learning_rate(config: TrainConfig, base: float, epochs: int, steps_per_epoch: int) -> Any:
+    import keras
+
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, epochs * steps_per_epoch))
+    return base
+
+
 def train_model(
     base_dir: str | Path,
     dataset_dir: str | Path,
@@ -206,32 +227,68 @@ def train_model(
     if len(val) == 0:
         raise DataError("the data set has no validation images; ingest makes a val split, re-run ingest")
     log(f"train: {len(train)} training and {len(val)} validation images, classes {spec.class_names}")
-    train_data = to_dataset(train, config.batch_size, True, config.seed)
-    val_data = to_dataset(val, config.batch_size, False, 0)
     weights = class_weights(train) if config.class_weights else None
-    wrapper = training_model(model, config)
     best = BestEpoch(config.early_stopping_patience)
     history: list[dict[str, Any]] = []
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     total = config.epochs + config.fine_tune_epochs
+    steps = int(np.ceil(len(train) / config.batch_size))
+    extra = dict(extra or {})
+    set_trainable(model, spec, 0)
 
-    phases = [("frozen", 0, config.epochs, config.learning_rate)]
-    if config.fine_tune_layers:
-        phases.append(("fine-tune", config.fine_tune_layers, config.fine_tune_epochs, config.fine_tune_learning_rate))
-    for phase, top_layers, epochs, learning_rate in phases:
-        unfrozen = set_trainable(model, spec, top_layers)
-        if phase == "fine-tune":
-            best.restore(model)  # fine-tune from the best frozen-phase head, not the last epoch's
-            log(f"train: fine-tuning the top {top_layers} backbone layers ({unfrozen} with weights)")
-        wrapper.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    if config.head_on_features:
+        features = backbone_features(
+            model,
+            spec,
+            [train, val],
+            read_manifest(dataset_dir)["fingerprint"],
+            config.feature_cache,
+            config.batch_size,
+        )
+        extra["features"] = {"key": features.key.digest(), "cache_hit": features.cache_hit, "seconds": features.seconds}
+        head = head_model(model, spec)
+        head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+        onehot = np.eye(len(spec.class_names), dtype=np.float32)
+        head.fit(
+            features.by_split["train"],
+            onehot[train.labels],
+            validation_data=(features.by_split["val"], onehot[val.labels]),
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            class_weight=weights,
+            shuffle=True,
+            callbacks=[best.callback(model), _epoch_reporter("head", total, on_epoch, history)],
+            verbose=0,
+        )
+    else:  # the frozen phase end to end, with augmentation: slower, kept for comparison (bench/)
+        wrapper = training_model(model, config)
+        rate = learning_rate(config, config.learning_rate, config.epochs, steps)
+        wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
         wrapper.fit(
-            train_data,
-            validation_data=val_data,
-            initial_epoch=len(history),
-            epochs=len(history) + epochs,
+            to_dataset(train, config.batch_size, True, config.seed),
+            validation_data=to_dataset(val, config.batch_size, False, 0),
+            epochs=config.epochs,
             class_weight=weights,
             shuffle=False,  # tf.data already shuffles, reproducibly
-            callbacks=[best.callback(model), _epoch_reporter(phase, total, on_epoch, history)],
+            callbacks=[best.callback(model), _epoch_reporter("frozen", total, on_epoch, history)],
+            verbose=0,
+        )
+    if config.fine_tune_layers:
+        best.restore(model)  # fine-tune from the best head, not the last epoch's
+        frozen_epochs = len(history)
+        unfrozen = set_trainable(model, spec, config.fine_tune_layers)
+        log(f"train: fine-tuning the top {config.fine_tune_layers} backbone layers ({unfrozen} with weights)")
+        wrapper = training_model(model, config)
+        rate = learning_rate(config, config.fine_tune_learning_rate, config.fine_tune_epochs, steps)
+        wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
+        wrapper.fit(
+            to_dataset(train, config.batch_size, True, config.seed),
+            validation_data=to_dataset(val, config.batch_size, False, 0),
+            initial_epoch=frozen_epochs,
+            epochs=frozen_epochs + config.fine_tune_epochs,
+            class_weight=weights,
+            shuffle=False,
+            callbacks=[best.callback(model), _epoch_reporter("fine-tune", total, on_epoch, history)],
             verbose=0,
         )
     best.restore(model)
@@ -245,9 +302,9 @@ def train_model(
         train_config=config.to_dict(),
         best_epoch=best.best_epoch + 1,
         val_metrics=val_metrics,
+        history=history,
         class_counts={"train": train.class_counts(), "val": val.class_counts()},
-        history=history,  # per-epoch loss/accuracy, train and val: evaluate plots the training curves
-        **(extra or {}),
+        **extra,
     )
     save_model_dir(model, spec, output_dir)
     return TrainResult(spec, history, best.best_epoch + 1, val_metrics, time.monotonic() - started)

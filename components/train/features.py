@@ -1,0 +1,139 @@
+"""Backbone features computed once per image and cached, so a frozen backbone costs one forward pass.
+
+While the backbone is frozen, training the head end to end repeats the same (expensive) forward pass
+every epoch. Instead the pooled features of every train/val image are computed once, stored under a key
+of everything they depend on, and the head trains on them in seconds; fine-tuning then starts from that
+head. Candidates that share backbone, weights and image size share the features, within a run and
+across runs.
+
+The cache is a folder or ``s3://`` prefix (``train.feature_cache``); each entry is one ``.npz`` written
+atomically (a local rename, or a single S3 PUT), so concurrent candidates never see half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radpipe import storage
+from radpipe.dataset import Split
+from radpipe.errors import StorageError
+from radpipe.modelspec import ModelSpec
+from radpipe.progress import Progress, log
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything a pooled feature vector depends on."""
+
+    data_fingerprint: str
+    backbone: str
+    weights: str
+    """'imagenet:<sha256 of the file>', '<uri>:<sha256>' or 'none:<seed>'."""
+    image_size: int
+    preprocessing: str
+
+    def digest(self) -> str:
+        payload = json.dumps({**self.__dict__, "format": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def feature_key(spec: ModelSpec, data_fingerprint: str) -> FeatureKey:
+    weights_id = spec.extra.get("weights_sha256") or f"random-seed-{spec.extra.get('seed', 0)}"
+    return FeatureKey(
+        data_fingerprint=data_fingerprint,
+        backbone=spec.backbone,
+        weights=f"{spec.weights}:{weights_id}",
+        image_size=spec.preprocessing.image_size,
+        preprocessing=json.dumps(spec.preprocessing.to_dict(), sort_keys=True),
+    )
+
+
+def feature_extractor(model: Any, spec: ModelSpec) -> Any:
+    """``normalize -> backbone`` of a radpipe model, sharing its layers."""
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], dtype="float32")
+    pooled = model.get_layer(spec.backbone_layer)(model.get_layer("normalize")(inputs), training=False)
+    return keras.Model(inputs, pooled, name="features")
+
+
+def compute(extractor: Any, split: Split, batch_size: int) -> np.ndarray:
+    chunks = []
+    with Progress(f"train: backbone features of {split.name}", len(split), " images") as bar:
+        for start in range(0, len(split), batch_size):
+            batch = split.images[start : start + batch_size].astype(np.float32)
+            chunks.append(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32))
+            bar.update(len(batch))
+    return np.concatenate(chunks) if chunks else np.zeros((0, int(extractor.output_shape[-1])), np.float32)
+
+
+def _entry_uri(cache: str, key: FeatureKey) -> str:
+    return f"{cache.rstrip('/')}/features-{key.digest()}.npz"
+
+
+def _load(uri: str, splits: list[Split]) -> dict[str, np.ndarray] | None:
+    try:
+        data = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+    except StorageError:
+        return None
+    out = {}
+    for split in splits:
+        paths = data.get(f"{split.name}_paths")
+        if paths is None or list(paths) != split.paths:  # a different image order: recompute, never misalign
+            return None
+        out[split.name] = data[f"{split.name}_features"]
+    return out
+
+
+def _store(uri: str, features: dict[str, np.ndarray], splits: list[Split], key: FeatureKey) -> None:
+    buffer = io.BytesIO()
+    arrays = {f"{s.name}_features": features[s.name] for s in splits}
+    arrays.update({f"{s.name}_paths": np.asarray(s.paths) for s in splits})
+    np.savez(buffer, key=json.dumps(key.__dict__), **arrays)
+    if storage.scheme(uri) == "file":
+        storage.atomic_write_bytes(storage.local_path(uri), buffer.getvalue())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(uri).name
+        path.write_bytes(buffer.getvalue())
+        storage.upload(path, uri, label="train: caching features")
+
+
+@dataclass(frozen=True)
+class Features:
+    by_split: dict[str, np.ndarray]
+    key: FeatureKey
+    cache_hit: bool
+    seconds: float
+
+
+def backbone_features(
+    model: Any, spec: ModelSpec, splits: list[Split], data_fingerprint: str, cache: str, batch_size: int
+) -> Features:
+    """Pooled backbone features for ``splits``: from ``cache`` when there, else computed (and cached)."""
+    import time
+
+    started = time.monotonic()
+    key = feature_key(spec, data_fingerprint)
+    uri = _entry_uri(cache, key) if cache else ""
+    if uri:
+        cached = _load(uri, splits)
+        if cached is not None:
+            log(f"train: backbone features from the cache ({uri})")
+            return Features(cached, key, True, time.monotonic() - started)
+    extractor = feature_extractor(model, spec)
+    features = {split.name: compute(extractor, split, batch_size) for split in splits}
+    if uri:
+        _store(uri, features, splits, key)
+        log(f"train: cached backbone features at {uri}")
+    return Features(features, key, False, time.monotonic() - started)
