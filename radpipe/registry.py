@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,28 @@ def check_alias(alias: str) -> None:
         )
     if alias.startswith(PREVIOUS_PREFIX):
         raise RegistryError(f"aliases starting with {PREVIOUS_PREFIX!r} are kept by radpipe for rollback")
+
+
+_UNIQUE_VIOLATION = ("UNIQUE constraint", "IntegrityError", "Duplicate entry", "duplicate key")
+
+
+def _set_alias(mlflow_client: Any, name: str, alias: str, version: str, attempts: int = 5) -> None:
+    """``set_registered_model_alias``, safe when another process sets the same alias at the same moment.
+
+    MLflow's SQL store sets an alias with "select, then insert or update": two concurrent first-time sets
+    both insert and one fails on the unique key (seen with two pipeline runs against one server). The
+    retry finds the row and updates it, so the alias ends on whichever version was set last.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            mlflow_client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as exc:
+            if attempt == attempts - 1 or not any(s in exc.message for s in _UNIQUE_VIOLATION):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -230,7 +253,7 @@ def _settle_on_newest(mlflow_client: Any, name: str, alias: str, attempts: int =
     """
     for _ in range(attempts):
         target = str(max(_eligible(mlflow_client, name)))
-        mlflow_client.set_registered_model_alias(name, alias, target)
+        _set_alias(mlflow_client, name, alias, target)
         if str(max(_eligible(mlflow_client, name))) == target:
             return target
     raise RegistryError(f"{name}@{alias} did not settle after {attempts} attempts: too many runs registering at once")
@@ -249,7 +272,7 @@ def move_gate_aliases(
         target = _settle_on_newest(mlflow_client, name, challenger_alias)
         log(f"registry: {name}@{challenger_alias} -> version {target}")
         if champion_alias not in aliases(mlflow_client, name):
-            mlflow_client.set_registered_model_alias(name, champion_alias, version)
+            _set_alias(mlflow_client, name, champion_alias, version)
             log(f"registry: {name}@{champion_alias} -> version {version} (the first version to pass the gate)")
     except BaseException:
         _put_back(mlflow_client, name, version, before, (challenger_alias, champion_alias))
@@ -263,7 +286,7 @@ def _put_back(mlflow_client: Any, name: str, version: str, before: dict[str, str
         for alias in names:
             if now.get(alias) == version and before.get(alias) != version:
                 if alias in before:
-                    mlflow_client.set_registered_model_alias(name, alias, before[alias])
+                    _set_alias(mlflow_client, name, alias, before[alias])
                 else:
                     mlflow_client.delete_registered_model_alias(name, alias)
                 log(f"registry: put {name}@{alias} back to {before.get(alias, '(none)')}")
@@ -341,12 +364,12 @@ def promote(
     if replaced is not None:
         history = [v for v in _history(mlflow_client, name, to_alias) if v != replaced] + [replaced]
         _set_history(mlflow_client, name, to_alias, history)
-        mlflow_client.set_registered_model_alias(name, previous_alias(to_alias), replaced)
+        _set_alias(mlflow_client, name, previous_alias(to_alias), replaced)
     note = f"from version {replaced}" if replaced else "first"
     if force and problems:
         note += "; FORCED despite: " + "; ".join(problems)
     _stamp(mlflow_client, name, version, f"radpipe.promoted.{to_alias}", note)
-    mlflow_client.set_registered_model_alias(name, to_alias, version)  # last: the move itself
+    _set_alias(mlflow_client, name, to_alias, version)  # last: the move itself
     log(f"registry: {name}@{to_alias} -> version {version}" + (f" (was {replaced})" if replaced else ""))
     return AliasMove(name, to_alias, version, replaced, replaced or current.get(previous_alias(to_alias)))
 
@@ -377,9 +400,9 @@ def rollback(mlflow_client: Any, name: str, alias: str = CHAMPION) -> AliasMove:
     new_previous = earlier[-1] if earlier else None
     _set_history(mlflow_client, name, alias, history)
     _stamp(mlflow_client, name, now, f"radpipe.rolled_back.{alias}", f"back to version {target}")
-    mlflow_client.set_registered_model_alias(name, alias, target)
+    _set_alias(mlflow_client, name, alias, target)
     if new_previous is not None:
-        mlflow_client.set_registered_model_alias(name, previous_alias(alias), new_previous)
+        _set_alias(mlflow_client, name, previous_alias(alias), new_previous)
     else:
         mlflow_client.delete_registered_model_alias(name, previous_alias(alias))
     log(f"registry: {name}@{alias} rolled back: version {now} -> {target}")

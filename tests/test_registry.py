@@ -259,24 +259,29 @@ def test_mlflow_going_down_mid_registration_moves_no_alias(tmp_path: Path, monke
         assert registry.unfit_reasons(stranded) == ["its registration is pending"]
 
 
-def test_concurrent_registrations_each_get_a_version_and_aliases_end_consistent(server: str) -> None:
+@pytest.mark.parametrize("attempt", range(3))  # races are probabilistic: several rounds, each on a fresh model
+def test_concurrent_registrations_each_get_a_version_and_aliases_end_consistent(server: str, attempt: int) -> None:
     """Six pipeline runs register at once (threads, each with its own client), four of them passing."""
     import mlflow
+
+    name = f"busy-{attempt}"
 
     mlflow.set_tracking_uri(server)
     outcomes = [True, True, False, True, True, False]
     start = threading.Barrier(len(outcomes))
     results: list[object] = [None] * len(outcomes)
 
+    run_ids = [new_run(mlflow.MlflowClient(server)) for _ in outcomes]
+
     def one_run(i: int) -> None:
         client = mlflow.MlflowClient(server)
-        run_id = new_run(client)
+        run_id = run_ids[i]
         rng = random.Random(i)
-        start.wait()
         try:
+            start.wait(timeout=60)
             results[i] = register(
                 client,
-                "busy",
+                name,
                 f"runs:/{run_id}/model",
                 run_id,
                 {registry.GATE_TAG: "passed" if outcomes[i] else "failed"},
@@ -297,10 +302,10 @@ def test_concurrent_registrations_each_get_a_version_and_aliases_end_consistent(
     versions = sorted(int(r.version) for r in results)  # type: ignore[union-attr]
     assert versions == list(range(1, len(outcomes) + 1))  # each run its own version
     client = mlflow.MlflowClient(server)
-    every = {v.version: v.tags for v in client.search_model_versions("name='busy'")}
+    every = {v.version: v.tags for v in client.search_model_versions(f"name='{name}'")}
     assert all(tags[registry.REGISTRATION_TAG] == "complete" for tags in every.values())
     passing = {int(r.version) for r, ok in zip(results, outcomes, strict=True) if ok}  # type: ignore[union-attr]
-    final = aliases(client, "busy")
+    final = aliases(client, name)
     assert set(final) == {"champion", "challenger"}
     assert int(final["challenger"]) == max(passing)  # the newest passing version, whatever the interleaving
     assert int(final["champion"]) in passing

@@ -26,9 +26,11 @@ METRIC_NAMES = {
     "ece": "Expected calibration error (lower is better)",
 }
 TRAIN_KEYS = (
+    "head_on_features",
     "epochs",
     "batch_size",
     "learning_rate",
+    "lr_schedule",
     "label_smoothing",
     "class_weights",
     "early_stopping_patience",

@@ -185,7 +185,7 @@ def training_curves(history: list[Mapping[str, Any]], best_epoch: int | None = N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("Training curves (train augmented; validation as evaluated)")
+    fig.suptitle("Training curves: train and validation per epoch")
     return fig
 
 

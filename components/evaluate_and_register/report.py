@@ -48,8 +48,9 @@ CAPTIONS = {
     "precision of guessing (the class's share of the test split).",
     "reliability.png": "Test images binned by the probability of the predicted class: bars are how often those "
     "predictions were right. Bars below the diagonal: over-confident. ECE is the average gap, weighted by images.",
-    "training_curves.png": "Per epoch of the chosen candidate. Training metrics are on augmented images; the model "
-    "kept is the epoch with the lowest validation loss.",
+    "training_curves.png": "Per epoch of the chosen candidate. The dotted line marks the start of fine-tuning; the "
+    "green line the epoch kept (lowest validation loss). End-to-end phases train on augmented images, so their "
+    "training metrics run below what the same weights score on clean images.",
     "class_distribution.png": "Images per class in each split of the data set, after ingest's de-duplication.",
     "gradcam.png": "Where the model looked for the class it predicted (red: most). Green frames: correct; red "
     "frames: wrong, with the predicted class. The number is the predicted probability.",
