@@ -26,6 +26,7 @@ from radpipe.pipelines.training_pipeline import build_pipeline
 class LocalRunResult:
     model_uri: str
     model_version: str
+    gate: str
     candidate: str
     test_accuracy: float
     test_macro_f1: float
@@ -130,6 +131,7 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
     return LocalRunResult(
         model_uri=out["model_uri"],
         model_version=str(out["model_version"]),
+        gate=str(out["gate"]),
         candidate=out["candidate"],
         test_accuracy=float(out["test_accuracy"]),
         test_macro_f1=float(out["test_macro_f1"]),

@@ -84,6 +84,7 @@ def _cluster(task: Any) -> Any:
 class PipelineOutputs(NamedTuple):
     model_uri: str
     model_version: str
+    gate: str
     candidate: str
     test_accuracy: float
     test_macro_f1: float
@@ -161,6 +162,7 @@ def build_pipeline(
         return PipelineOutputs(
             model_uri=evaluated.outputs["model_uri"],
             model_version=evaluated.outputs["model_version"],
+            gate=evaluated.outputs["gate"],
             candidate=evaluated.outputs["candidate"],
             test_accuracy=evaluated.outputs["test_accuracy"],
             test_macro_f1=evaluated.outputs["test_macro_f1"],

@@ -37,10 +37,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = run_local(config)
     name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
-    aliases = _aliases_of(result.tracking_uri, name, version)
+    aliases, tags = _version_of(result.tracking_uri, name, version)
     lines = [
         "",
         f"registered   {result.model_uri}  (model '{name}', version {version})",
+        f"gate         {result.gate}: {tags.get('radpipe.gate.reasons', '')}",
         f"aliases      {', '.join(aliases) if aliases else '(none moved)'}",
         f"candidate    {result.candidate}",
         f"test         accuracy {result.test_accuracy:.4f}   macro-F1 {result.test_macro_f1:.4f}",
@@ -51,16 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     if result.tracking_uri.startswith("sqlite:"):
         lines.append(f"MLflow UI    mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
-    lines.append(f"predict      radpipe predict models:/{name}@challenger IMAGE_OR_FOLDER")
+    if tags.get("radpipe.report"):
+        lines.append(f"report       {tags['radpipe.report']}  (model card: {tags.get('radpipe.model_card', '-')})")
+    lines.append(f"versions     radpipe models {name}")
+    lines.append(f"predict      radpipe predict models:/{name}@champion IMAGE_OR_FOLDER")
     print("\n".join(lines))
     return 0
 
 
-def _aliases_of(tracking_uri: str, name: str, version: str) -> list[str]:
+def _version_of(tracking_uri: str, name: str, version: str) -> tuple[list[str], dict[str, str]]:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    return sorted(mlflow.MlflowClient().get_model_version(name, version).aliases)
+    found = mlflow.MlflowClient().get_model_version(name, version)
+    return sorted(found.aliases), dict(found.tags or {})
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -191,6 +196,64 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"serves {served.storage_uri}",
         file=sys.stderr,
     )
+
+
+def _registry_call(action):  # type: ignore[no-untyped-def]
+    """Run ``action(client)`` against the configured registry; MLflow's own failures become clear errors."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from radpipe import registry, tracking
+
+    uri = tracking.resolve_tracking_uri(allow_embedded=True)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return action(registry.client(uri))
+    except MlflowException as exc:
+        raise RadpipeError(
+            f"the MLflow registry at {uri} failed: {exc.message}; check that it runs and MLFLOW_TRACKING_URI"
+        ) from exc
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List a registered model's versions with aliases, gate outcome and key test metrics (or all models)."""
+    from radpipe import registry
+
+    if not args.name:
+        models = _registry_call(registry.list_models)
+        if args.json:
+            print(json.dumps([{"name": n, "aliases": a} for n, a in models], indent=2))
+        else:
+            rows = [[n, ", ".join(f"{k}={v}" for k, v in sorted(a.items())) or "-"] for n, a in models]
+            print(registry.table(["NAME", "ALIASES"], rows) if rows else "no registered models")
+        return 0
+    rows = _registry_call(lambda c: registry.list_versions(c, args.name))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        print(registry.versions_table(rows) if rows else f"{args.name} has no versions")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Point an alias (default: champion) at a version; the version it replaces is remembered for rollback."""
+    from radpipe import registry
+
+    move = _registry_call(
+        lambda c: registry.promote(
+            c, args.name, args.to, version=args.version, from_alias=args.from_alias, force=args.force
+        )
+    )
+    print(move.describe())
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Point an alias (default: champion) back at the version it held before the last promote."""
+    from radpipe import registry
+
+    move = _registry_call(lambda c: registry.rollback(c, args.name, args.alias))
+    print(move.describe())
     return 0
 
 
@@ -269,6 +332,31 @@ def build_parser() -> argparse.ArgumentParser:
         "or s3://mlflow/artifacts)",
     )
     dep.set_defaults(func=cmd_deploy)
+
+    models = sub.add_parser(
+        "models", help="list registered versions, aliases and metrics", description=cmd_models.__doc__
+    )
+    models.add_argument("name", nargs="?", metavar="NAME", help="registered model name (default: list all models)")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(func=cmd_models)
+
+    promote = sub.add_parser("promote", help="move an alias (champion) to a version", description=cmd_promote.__doc__)
+    promote.add_argument("name", metavar="NAME", help="registered model name, e.g. chest-ct")
+    which = promote.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", metavar="N", help="the version to promote")
+    which.add_argument("--from", dest="from_alias", metavar="ALIAS", help="promote the version ALIAS points at")
+    promote.add_argument("--to", default="champion", metavar="ALIAS", help="the alias to move (default: champion)")
+    promote.add_argument(
+        "--force", action="store_true", help="promote even a version that failed the gate or did not complete"
+    )
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser(
+        "rollback", help="move champion back to the previous one", description=cmd_rollback.__doc__
+    )
+    rollback.add_argument("name", metavar="NAME", help="registered model name")
+    rollback.add_argument("--alias", default="champion", help="the alias to roll back (default: champion)")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from radpipe.errors import ConfigError
 S = TypeVar("S", bound="Section")
 
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
+# MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
+ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
 
 
 def _fail(path: str, problem: str) -> typing.NoReturn:
@@ -257,26 +260,112 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
-    """The evaluate-and-register stage's scoring."""
+    """The evaluate-and-register stage's scoring, plots and confidence intervals."""
 
     batch_size: int = 32
+    bootstrap_samples: int = 1000
+    """Resamples of the test split behind the confidence intervals of the model card (0 = no intervals)."""
+    confidence_level: float = 0.95
+    calibration_bins: int = 10
+    """Equal-width confidence bins of the reliability diagram and the expected calibration error."""
+    gradcam_per_class: int = 2
+    """Test images per class in the Grad-CAM grid, for each outcome (correct, wrong); 0 = no grid."""
+    seed: int = 0
+    """Seed of the bootstrap resampling (intervals are reproducible)."""
 
     def validate(self, path: str) -> None:
         _check(self.batch_size >= 1, _join(path, "batch_size"), "must be >= 1")
+        _check(
+            self.bootstrap_samples == 0 or 100 <= self.bootstrap_samples <= 100_000,
+            _join(path, "bootstrap_samples"),
+            f"must be 0 (off) or 100..100000, got {self.bootstrap_samples}",
+        )
+        _check(
+            0.5 <= self.confidence_level < 1.0,
+            _join(path, "confidence_level"),
+            f"must be in [0.5, 1), e.g. 0.95, got {self.confidence_level}",
+        )
+        _check(
+            2 <= self.calibration_bins <= 50,
+            _join(path, "calibration_bins"),
+            f"must be 2..50, got {self.calibration_bins}",
+        )
+        _check(
+            0 <= self.gradcam_per_class <= 8,
+            _join(path, "gradcam_per_class"),
+            f"must be 0..8, got {self.gradcam_per_class}",
+        )
+
+
+GATE_METRICS = ("macro_f1", "accuracy", "macro_recall", "macro_precision", "roc_auc_macro_ovr")
+CHAMPION_ERROR_POLICIES = ("block", "ignore")
+
+
+@dataclass(frozen=True)
+class GateConfig(Section):
+    """When a newly registered version becomes the challenger (see docs/registry.md).
+
+    The version is registered either way; the gate only decides whether the challenger alias moves to it."""
+
+    min_macro_f1: float = 0.0
+    """Lowest acceptable test macro-F1 (0 = no threshold)."""
+    min_class_recall: float = 0.0
+    """Lowest acceptable test recall of every class, i.e. sensitivity per class (0 = no threshold)."""
+    champion_metric: str = "macro_f1"
+    """Test metric on which the candidate is compared with the champion, both scored on the same test split."""
+    champion_margin: float = 0.01
+    """How much worse than the champion the candidate may be on ``champion_metric`` and still pass."""
+    on_champion_error: str = "block"
+    """The champion exists but cannot be re-scored (cannot be loaded, other classes): ``block`` fails the gate,
+    ``ignore`` judges on the thresholds alone. Either way the reason is recorded."""
+
+    def validate(self, path: str) -> None:
+        for key in ("min_macro_f1", "min_class_recall", "champion_margin"):
+            value = getattr(self, key)
+            _check(0.0 <= value <= 1.0, _join(path, key), f"must be between 0 and 1, got {value}")
+        _check(
+            self.champion_metric in GATE_METRICS,
+            _join(path, "champion_metric"),
+            f"unknown metric {self.champion_metric!r}; choose one of {', '.join(GATE_METRICS)}",
+        )
+        _check(
+            self.on_champion_error in CHAMPION_ERROR_POLICIES,
+            _join(path, "on_champion_error"),
+            f"must be one of {', '.join(CHAMPION_ERROR_POLICIES)}, got {self.on_champion_error!r}",
+        )
 
 
 @dataclass(frozen=True)
 class RegisterConfig(Section):
-    """Where the chosen model goes in the MLflow Model Registry."""
+    """Where the chosen model goes in the MLflow Model Registry, and which aliases the pipeline moves."""
 
     model_name: str = "chest-ct"
+    champion_alias: str = "champion"
+    """The alias serving uses (``models:/NAME@champion``). Only the first version that passes the gate gets it
+    automatically; after that it moves by ``radpipe promote``. Teams used to stages may call it ``production``."""
+    challenger_alias: str = "challenger"
+    """Moves to the newest version that passed the gate (``staging``, in stage terms)."""
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def validate(self, path: str) -> None:
         _check(bool(self.model_name.strip()), _join(path, "model_name"), "must not be empty")
         _check(
-            "@" not in self.model_name and "/" not in self.model_name,
+            not any(c in self.model_name for c in "@/'\"\\"),
             _join(path, "model_name"),
-            "must not contain '@' or '/'",
+            "must not contain '@' or '/' (nor quotes or backslashes)",
+        )
+        for key in ("champion_alias", "challenger_alias"):
+            value = getattr(self, key)
+            _check(
+                bool(ALIAS_PATTERN.fullmatch(value)) and not value.startswith("previous-"),
+                _join(path, key),
+                f"{value!r} is not a usable alias: letters, digits, '_' and '-' only, not 'latest', not 'v<number>', "
+                "not starting with 'previous-' (radpipe keeps those for rollback)",
+            )
+        _check(
+            self.champion_alias != self.challenger_alias,
+            _join(path, "challenger_alias"),
+            "must differ from register.champion_alias",
         )
 
 

@@ -32,6 +32,10 @@ class ModelLoadError(RadpipeError):
     """A model URI does not resolve to a radpipe model."""
 
 
+class RegistryError(RadpipeError):
+    """A model registry operation cannot be done as asked (unknown version, nothing to roll back to, ...)."""
+
+
 ERROR_FILE_ENV = "RADPIPE_ERROR_FILE"
 
 

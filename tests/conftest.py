@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -272,3 +274,63 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         yield server
     finally:
         server.stop()
+
+
+class MlflowServer:
+    """A real ``mlflow server`` (sqlite, local artifact root) that a test can stop mid-way and start again
+    on the same port and store: the way to inject "MLflow went down" without mocking MLflow."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        log = open(self.root / "mlflow-server.log", "ab")  # noqa: SIM115 - handed to the server process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--artifacts-destination",
+                (self.root / "mlartifacts").as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            start_new_session=True,  # its own process group: `mlflow server` runs uvicorn as a child
+        )
+        log.close()
+        wait_for_http(f"{self.url}/health", timeout=90, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and its uvicorn worker (the process group this object started)."""
+        if self.proc is None:
+            return
+        group = os.getpgid(self.proc.pid)
+        os.killpg(group, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(group, signal.SIGKILL)
+            self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # a worker that outlived the parent
+        self.proc = None
+
+    def __enter__(self) -> MlflowServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

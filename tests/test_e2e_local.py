@@ -44,6 +44,7 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     assert main(["run", "--data", "data", *[arg for s in FAST for arg in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "registered   models:/tiny/1" in out and "aliases      challenger, champion" in out
+    assert "gate         passed: no champion yet" in out and "/evaluation/report.html" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{workdir / '.radpipe' / 'mlflow.db'}" in out
     assert "ingest" in out.split("wall time")[1].splitlines()[0]  # per-stage wall times
     client = client_for(workdir)
@@ -76,11 +77,25 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     assert record["label"] == expected.label
     assert record["scores"] == pytest.approx(expected.scores, abs=1e-5)
 
-    # A second run: a new version becomes challenger; the champion stays where it was.
-    second = run_local(load_config(None, [*FAST, "data.uri=data", "train.seed=7"]))
-    assert second.model_uri == "models:/tiny/2"
+    # What the KFP UI shows for evaluate-and-register: metrics, the confusion matrix and ROC, the HTML report.
+    (task_dir,) = (workdir / ".radpipe" / "pipeline_root").glob("radpipe-training-*/evaluate-and-register")
+    executor_output = json.loads((task_dir / "executor_output.json").read_text())
+    (classification,) = executor_output["artifacts"]["classification"]["artifacts"]
+    matrix = classification["metadata"]["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["cats", "dogs"]
+    assert sum(sum(r["row"]) for r in matrix["rows"]) == 6 and classification["metadata"]["confidenceMetrics"]
+    report = (task_dir / "report").read_text()
+    assert report.count("data:image/png;base64,") >= 6 and "Model card: tiny, version 1" in report
+    assert "Not for clinical use" in (task_dir / "model_card").read_text()
+    assert version.tags["radpipe.gate"] == "passed" and version.tags["radpipe.registration"] == "complete"
+
+    # A second run that passes the gate (a generous margin: the tiny models are near chance) becomes the
+    # challenger; the champion stays where it was, to be moved by `radpipe promote`.
+    second = run_local(load_config(None, [*FAST, "data.uri=data", "train.seed=7", "register.gate.champion_margin=1.0"]))
+    assert second.model_uri == "models:/tiny/2" and second.gate == "passed"
     assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
+    assert client.get_model_version("tiny", "2").tags["radpipe.gate.champion_version"] == "1"
 
 
 def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path) -> None:

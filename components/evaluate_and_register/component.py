@@ -1,11 +1,13 @@
-"""KFP wrapper of the evaluate-and-register stage; the logic is in ``evaluate.py`` and ``register.py``.
+"""KFP wrapper of the evaluate-and-register stage; the logic is in ``stage.py`` and the modules it calls.
 
-Runs in the ``radpipe-evaluate-and-register`` image (``images/evaluate-and-register/Dockerfile``).
+Runs in the ``radpipe-evaluate-and-register`` image (``images/evaluate-and-register/Dockerfile``). What
+the KFP UI shows for this task: ``test_metrics`` (scalars), ``classification`` (confusion matrix and ROC
+curve), ``report`` (the HTML report with every plot and the model card), ``model_card`` (Markdown).
 """
 
 from typing import NamedTuple
 
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = "radpipe-evaluate-and-register"
 
@@ -20,6 +22,8 @@ def evaluate_and_register(
     data_fingerprint: str,
     test_metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    model_card: Output[Markdown],
 ) -> NamedTuple(
     "RegisterOutputs",
     [
@@ -27,12 +31,15 @@ def evaluate_and_register(
         ("model_name", str),
         ("model_version", str),
         ("aliases", list),
+        ("gate", str),
         ("candidate", str),
         ("test_accuracy", float),
         ("test_macro_f1", float),
     ],
 ):
-    """Choose the best candidate on validation, score it on test, register it in MLflow, move aliases."""
+    """Choose the best candidate on validation, score it on test against the champion, register it in MLflow,
+    and move the challenger alias only if it passes the gate."""
+    import math
     from collections import namedtuple
 
     from radpipe.components.evaluate_and_register import stage
@@ -48,21 +55,31 @@ def evaluate_and_register(
             track=tracking,
             parent_run_id=parent_run_id,
             data_fingerprint=data_fingerprint,
+            report_path=report.path,
+            model_card_path=model_card.path,
         )
     evaluation = result.evaluation
-    for name, value in evaluation.metrics.items():
-        test_metrics.log_metric(name, value)
+    scalars = dict(evaluation.metrics)
+    if evaluation.intervals is not None:
+        for key, (low, high) in evaluation.intervals.overall.items():
+            scalars[f"{key}_ci_low"], scalars[f"{key}_ci_high"] = low, high
+    for name, value in scalars.items():
+        if math.isfinite(value):  # KFP metadata is JSON: no NaN
+            test_metrics.log_metric(name, value)
     classification.log_confusion_matrix(evaluation.class_names, evaluation.confusion)
     classification.log_roc_curve(*micro_roc(evaluation))
+    report.metadata.update({"model_uri": result.registered.uri, "gate": result.decision.verdict})
+    model_card.metadata.update({"model_uri": result.registered.uri})
     outputs = namedtuple(
         "RegisterOutputs",
-        ["model_uri", "model_name", "model_version", "aliases", "candidate", "test_accuracy", "test_macro_f1"],
+        ["model_uri", "model_name", "model_version", "aliases", "gate", "candidate", "test_accuracy", "test_macro_f1"],
     )
     return outputs(
         result.registered.uri,
         result.registered.name,
         result.registered.version,
         result.aliases,
+        result.decision.verdict,
         result.candidate,
         evaluation.metrics["accuracy"],
         evaluation.metrics["macro_f1"],

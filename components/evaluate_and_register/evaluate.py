@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from radpipe.components.evaluate_and_register.calibration import Reliability, reliability
+from radpipe.components.evaluate_and_register.intervals import Intervals
 from radpipe.dataset import Split
 from radpipe.errors import DataError, RadpipeError
 from radpipe.modelspec import ModelSpec, load_model_dir, read_spec
@@ -74,6 +76,9 @@ class Evaluation:
     metrics: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
+    reliability: Reliability | None = None
+    intervals: Intervals | None = None
+    """Bootstrap confidence intervals; set by the stage when ``evaluate.bootstrap_samples`` > 0."""
 
     @property
     def predictions(self) -> np.ndarray:
@@ -90,8 +95,10 @@ def predict(model: Any, split: Split, batch_size: int, label: str = "evaluate: s
     return np.concatenate(outputs) if outputs else np.zeros((0, len(split.class_names)), np.float32)
 
 
-def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> Evaluation:
-    """Accuracy, macro-F1, per-class precision/recall/F1, one-vs-rest ROC-AUC, confusion matrix."""
+def compute_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], calibration_bins: int = 10
+) -> Evaluation:
+    """Accuracy, macro-F1, per-class precision/recall/F1, one-vs-rest ROC-AUC, confusion matrix, calibration."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     k = len(class_names)
@@ -115,6 +122,9 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: 
     }
     if auc:
         evaluation.metrics["roc_auc_macro_ovr"] = float(np.mean(list(auc.values())))
+    if len(labels):
+        evaluation.reliability = reliability(labels, probabilities, calibration_bins)
+        evaluation.metrics["ece"] = evaluation.reliability.ece
     evaluation.per_class = {
         name: {
             "precision": float(precision[i]),
@@ -129,12 +139,14 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: 
     return evaluation
 
 
-def evaluate_split(model: Any, data: Split, batch_size: int) -> Evaluation:
+def evaluate_split(
+    model: Any, data: Split, batch_size: int, calibration_bins: int = 10, label: str = "evaluate: scoring"
+) -> Evaluation:
     """Score ``model`` on a decoded split."""
     if len(data) == 0:
         raise DataError(f"the data set has no {data.name} images to evaluate on; ingest makes one, re-run it")
-    probabilities = predict(model, data, batch_size, f"evaluate: scoring {data.name}")
-    evaluation = compute_metrics(data.labels, probabilities, data.class_names)
+    probabilities = predict(model, data, batch_size, f"{label} {data.name}")
+    evaluation = compute_metrics(data.labels, probabilities, data.class_names, calibration_bins)
     evaluation.paths = data.paths
     return evaluation
 

@@ -1,37 +1,24 @@
-"""Log the chosen model to MLflow and register it as a new version, then apply the alias policy.
+"""Log the chosen model to MLflow and register it as a new version; aliases move last (radpipe.registry).
 
-Order matters for safety: the version is created with all its tags in one call, and aliases move only
-after everything else succeeded. A run that fails earlier leaves the registry's aliases untouched.
+Order matters for safety: everything that can fail on its own (scoring, plots, the champion's re-score)
+happens before the registry is touched; the version is created with all its tags in one call; aliases move
+only after everything else succeeded. A run that fails earlier leaves the registry as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from radpipe import registry
+from radpipe.errors import RegistryError
 from radpipe.modelspec import ModelSpec
 from radpipe.progress import log
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    model_id: str
-    source: str
-    run_id: str
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
 
 
 def pip_requirements() -> list[str]:
@@ -84,53 +71,58 @@ def log_model(model: Any, spec: ModelSpec, example: np.ndarray, run_id: str) -> 
     return info
 
 
-def register_version(
-    model_info: Any, name: str, run_id: str, tags: dict[str, str], description: str
-) -> RegisteredVersion:
-    """A new version of ``name`` for the logged model, created with all its tags at once."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+@dataclass(frozen=True)
+class Registration:
+    """A registered version and the aliases it holds once the stage is done."""
 
-    client = MlflowClient()
+    name: str
+    version: str
+    aliases: list[str]
+    source: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def register(
+    mlflow_client: Any,
+    name: str,
+    source: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str,
+    passed: bool,
+    publish: Callable[[str], None],
+    champion_alias: str = registry.CHAMPION,
+    challenger_alias: str = registry.CHALLENGER,
+    model_id: str | None = None,
+) -> Registration:
+    """Create the version (``pending``, all tags in one call), ``publish(version)`` what names the version (model
+    card, report), mark it ``complete``, and only then move aliases if it ``passed`` the gate.
+
+    Any failure after the version exists marks it ``failed`` (when MLflow still answers) and moves no alias:
+    the version never looks like a good candidate.
+    """
+    from mlflow.exceptions import MlflowException
+
+    version = registry.create_version(mlflow_client, name, source, run_id, tags, description, model_id)
     try:
-        client.create_registered_model(
-            name, description="Image classifier trained by radpipe (https://github.com/radpipe/radpipe)."
+        publish(version)
+        registry.mark_complete(mlflow_client, name, version)
+        aliases = (
+            registry.move_gate_aliases(mlflow_client, name, version, champion_alias, challenger_alias) if passed else []
         )
-    except MlflowException as exc:
-        if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
-            raise
-    version = client.create_model_version(
-        name=name,
-        source=model_info.model_uri,
-        run_id=run_id,
-        tags={k: str(v) for k, v in tags.items()},
-        description=description,
-        model_id=model_info.model_id,
-    )
-    log(f"register: registered {name} version {version.version}")
-    return RegisteredVersion(name, str(version.version), model_info.model_id, model_info.model_uri, run_id)
-
-
-def current_alias(name: str, alias: str) -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
-def apply_alias_policy(registered: RegisteredVersion) -> list[str]:
-    """The new version becomes ``challenger``; the first version ever (no champion yet) is also ``champion``."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    aliases = [CHALLENGER]
-    if current_alias(registered.name, CHAMPION) is None:
-        aliases.append(CHAMPION)
-    for alias in aliases:
-        client.set_registered_model_alias(registered.name, alias, registered.version)
-        log(f"register: {registered.name}@{alias} -> version {registered.version}")
-    return aliases
+    except BaseException as exc:
+        recorded = registry.mark_failed(mlflow_client, name, version, f"{exc.__class__.__name__}: {exc}")
+        if isinstance(exc, MlflowException):
+            state = "is marked failed" if recorded else f"stays '{registry.PENDING}'"
+            raise RegistryError(
+                f"MLflow failed while registering {name} version {version}: {exc.message}. No alias moved to it and "
+                f"the version {state}; re-run the pipeline once MLflow answers (MLFLOW_TRACKING_URI)"
+            ) from exc
+        raise
+    if not passed:
+        log(f"register: {name} version {version} failed the gate: no alias moved")
+    return Registration(name, version, aliases, source, run_id)

@@ -1,0 +1,164 @@
+"""Everything the model card and the HTML report say about one registered version, gathered once.
+
+The card (Markdown) and the report (HTML) are two views of the same facts; keeping the facts in one
+object means they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from radpipe import __version__
+from radpipe.components.evaluate_and_register.champion import ChampionScore
+from radpipe.components.evaluate_and_register.evaluate import Evaluation
+from radpipe.components.evaluate_and_register.gate import Decision
+from radpipe.config import GateConfig
+from radpipe.modelspec import ModelSpec
+
+NOT_FOR_CLINICAL_USE = (
+    "**Not for clinical use.** This model is research software. It has not been cleared or approved by any "
+    "regulator (e.g. FDA, CE marking under the EU MDR) and must not be used to diagnose, treat, triage or "
+    "otherwise decide about patients."
+)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """The data set the candidate was trained and tested on (from the ingest manifest)."""
+
+    fingerprint: str
+    source: str
+    counts: dict[str, dict[str, int]]
+    created_splits: list[str] = field(default_factory=list)
+    removed_duplicates: int = 0
+    removed_conflicting: int = 0
+    unreadable: int = 0
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], fingerprint: str) -> DataSummary:
+        report = manifest.get("report", {})
+        return cls(
+            fingerprint=fingerprint or str(manifest.get("fingerprint", "")),
+            source=safe_source(str(manifest.get("source", ""))),
+            counts={s: {c: int(n) for c, n in per.items()} for s, per in manifest.get("counts", {}).items()},
+            created_splits=list(report.get("created_splits", [])),
+            removed_duplicates=len(report.get("removed_cross_split_duplicates", []))
+            + len(report.get("removed_within_split_duplicates", [])),
+            removed_conflicting=len(report.get("removed_conflicting_labels", [])),
+            unreadable=len(report.get("unreadable", [])),
+        )
+
+
+def safe_source(uri: str) -> str:
+    """A data URI fit to print: no credentials, no query string (pre-signed URLs carry tokens there)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if not parsed.scheme or len(parsed.scheme) == 1:
+        return uri
+    host = parsed.hostname or ""
+    if parsed.port:
+        host += f":{parsed.port}"
+    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, "", ""))
+
+
+@dataclass
+class Findings:
+    model_name: str
+    version: str
+    candidate: str
+    run_id: str
+    parent_run_id: str
+    spec: ModelSpec
+    evaluation: Evaluation
+    data: DataSummary
+    decision: Decision
+    gate: GateConfig
+    champion: ChampionScore
+    challenger_alias: str
+    created: str = field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    )
+    radpipe_version: str = __version__
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    @property
+    def test_images(self) -> int:
+        return int(self.evaluation.metrics.get("images", len(self.evaluation.labels)))
+
+    def comparison(self) -> list[tuple[str, float | None, float | None]]:
+        """(metric, candidate, champion) on the same test split, for the report and the card."""
+        if self.champion.evaluation is None:
+            return []
+        ours, theirs = self.evaluation, self.champion.evaluation
+        rows: list[tuple[str, float | None, float | None]] = [
+            (key, ours.metrics.get(key), theirs.metrics.get(key))
+            for key in ("accuracy", "macro_f1", "roc_auc_macro_ovr", "ece")
+        ]
+        for name in ours.class_names:
+            rows.append(
+                (
+                    f"recall {name}",
+                    ours.per_class[name]["recall"],
+                    theirs.per_class.get(name, {}).get("recall"),
+                )
+            )
+        return rows
+
+    def limits(self) -> list[str]:
+        """Known limits, from what this evaluation can and cannot show."""
+        notes = []
+        n = self.test_images
+        if n < 100:
+            notes.append(
+                f"The test split has only {n} images: every metric above is uncertain (see the confidence "
+                "intervals); differences of a few points between models are noise."
+            )
+        thin = [c for c, m in self.evaluation.per_class.items() if 0 < m["support"] < 30]
+        if thin:
+            notes.append(f"Fewer than 30 test images for {', '.join(thin)}: their per-class metrics are rough.")
+        absent = [c for c, m in self.evaluation.per_class.items() if m["support"] == 0]
+        if absent:
+            notes.append(f"No test images at all for {', '.join(absent)}: its performance is unknown.")
+        train = self.data.counts.get("train", {})
+        if train and min(train.values()) > 0 and max(train.values()) / min(train.values()) >= 2:
+            notes.append(
+                "The training classes are imbalanced ("
+                + ", ".join(f"{c} {n}" for c, n in train.items())
+                + "); rarer classes tend to be recognised less reliably."
+            )
+        ece = self.evaluation.metrics.get("ece")
+        if ece is not None and ece > 0.1:
+            notes.append(
+                f"Predicted probabilities are poorly calibrated (ECE {ece:.3f}): do not read them as the chance "
+                "that an image shows the class."
+            )
+        if self.spec.weights == "none":
+            notes.append("The backbone was trained from random weights (model.weights=none): a test or demo model.")
+        notes += [
+            "Test images come from the same source as the training images (a split of one data set): there is "
+            "no external validation on other hospitals, scanners or protocols.",
+            "The model classifies single 2D images (e.g. exported CT slices), not volumes, and knows only the "
+            "classes above: an image of anything else still gets one of these labels.",
+            "No subgroup analysis (age, sex, scanner, site): the data set carries no such labels.",
+            "Grad-CAM heatmaps show which regions drove a prediction, coarsely; they are not segmentations and "
+            "not an explanation a clinician can rely on.",
+        ]
+        return notes
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def fmt_interval(interval: tuple[float, float] | None) -> str:
+    if interval is None or not all(math.isfinite(v) for v in interval):
+        return "–"
+    return f"{interval[0]:.3f}–{interval[1]:.3f}"

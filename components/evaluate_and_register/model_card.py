@@ -1,0 +1,228 @@
+"""The model card of a registered version, in Markdown (Mitchell et al., 2019, shaped for imaging models).
+
+Logged beside the model in its MLflow run (``evaluation/model_card.md``, linked from the version's tag
+``radpipe.model_card``), written to the KFP ``Markdown`` artifact, and shown inside the HTML report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from radpipe.components.evaluate_and_register.findings import (
+    NOT_FOR_CLINICAL_USE,
+    Findings,
+    fmt,
+    fmt_interval,
+    safe_source,
+)
+
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+    "macro_precision": "Macro precision",
+    "macro_recall": "Macro recall (mean sensitivity)",
+    "roc_auc_macro_ovr": "ROC AUC (macro, one-vs-rest)",
+    "ece": "Expected calibration error (lower is better)",
+}
+TRAIN_KEYS = (
+    "head_on_features",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "label_smoothing",
+    "class_weights",
+    "early_stopping_patience",
+    "fine_tune_layers",
+    "fine_tune_epochs",
+    "fine_tune_learning_rate",
+    "seed",
+)
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _facts(rows: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f"- **{name}**: {value}" for name, value in rows)
+
+
+def _value(value: Any) -> str:
+    """Config values as the YAML config spells them (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _model(f: Findings) -> str:
+    spec, extra = f.spec, f.spec.extra
+    model_config = extra.get("model_config", {})
+    pre = spec.preprocessing
+    weights = safe_source(spec.weights)
+    if extra.get("weights_sha256"):
+        weights += f" (sha256 `{str(extra['weights_sha256'])[:16]}…`)"
+    return _facts(
+        [
+            ("Backbone", spec.backbone),
+            ("Starting weights", weights),
+            (
+                "Input",
+                f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
+            ),
+            ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
+            ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
+            ("Classes", ", ".join(spec.class_names)),
+        ]
+    )
+
+
+def _training(f: Findings) -> str:
+    extra = f.spec.extra
+    config = extra.get("train_config", {})
+    rows = [(key, _value(config[key])) for key in TRAIN_KEYS if key in config]
+    augmentation = config.get("augmentation")
+    if isinstance(augmentation, dict):
+        rows.append(("augmentation", ", ".join(f"{k} {_value(v)}" for k, v in augmentation.items())))
+    text = md_table(["setting", "value"], rows) if rows else "_No training configuration was recorded._"
+    history = extra.get("history") or []
+    val = extra.get("val_metrics", {})
+    if extra.get("best_epoch"):
+        text += (
+            f"\n\nKept epoch {extra['best_epoch']} of {len(history) or '?'} (lowest validation loss). Validation: "
+            + ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(val.items()))
+            + "."
+        )
+    return text
+
+
+def _data(f: Findings) -> str:
+    d = f.data
+    splits = [s for s in ("train", "val", "test") if s in d.counts]
+    rows = [[c, *(d.counts[s].get(c, 0) for s in splits)] for c in f.spec.class_names]
+    rows.append(["**total**", *(sum(d.counts[s].values()) for s in splits)])
+    lines = [
+        f"- Fingerprint: `{d.fingerprint}` (sha256 over split, class and content of every image: the same "
+        "fingerprint means the same images in the same splits)",
+        f"- Source: `{d.source or 'unknown'}`",
+    ]
+    if d.created_splits:
+        lines.append(f"- Splits made by radpipe (seeded, stratified): {', '.join(d.created_splits)}")
+    if d.removed_duplicates or d.removed_conflicting or d.unreadable:
+        lines.append(
+            f"- Removed at ingest: {d.removed_duplicates} exact duplicates, {d.removed_conflicting} images filed "
+            f"under more than one class, {d.unreadable} unreadable files"
+        )
+    return "\n".join(lines) + "\n\n" + md_table(["class", *splits], rows)
+
+
+def _evaluation(f: Findings) -> str:
+    ev = f.evaluation
+    intervals = ev.intervals
+    level = f"{intervals.level:.0%} CI" if intervals else "CI"
+    overall = [
+        (
+            METRIC_NAMES[key],
+            fmt(ev.metrics[key]),
+            fmt_interval(intervals.overall.get(key)) if intervals else "–",
+        )
+        for key in METRIC_NAMES
+        if key in ev.metrics
+    ]
+    per_class = []
+    for name in ev.class_names:
+        m = ev.per_class[name]
+        ci = intervals.per_class.get(name, {}) if intervals else {}
+        per_class.append(
+            (
+                name,
+                m["support"],
+                f"{fmt(m['precision'])} ({fmt_interval(ci.get('precision'))})",
+                f"{fmt(m['recall'])} ({fmt_interval(ci.get('recall'))})",
+                f"{fmt(m['f1'])} ({fmt_interval(ci.get('f1'))})",
+                fmt(m.get("roc_auc")),
+            )
+        )
+    note = (
+        f"Confidence intervals: percentile bootstrap over the test images, {intervals.samples} resamples."
+        if intervals
+        else "No confidence intervals were computed (evaluate.bootstrap_samples = 0)."
+    )
+    return (
+        f"On the held-out test split ({f.test_images} images), never used to train or to choose the candidate.\n\n"
+        + md_table(["metric", "value", level], overall)
+        + "\n\n"
+        + md_table(
+            ["class", "test images", f"precision ({level})", f"recall / sensitivity ({level})", f"F1 ({level})", "AUC"],
+            per_class,
+        )
+        + f"\n\n{note}"
+    )
+
+
+def _gate(f: Findings) -> str:
+    d = f.decision
+    outcome = (
+        f"**passed**: `{f.challenger_alias}` moves to this version"
+        if d.passed
+        else f"**failed**: registered, but `{f.challenger_alias}` does not move to it"
+    )
+    lines = [f"Gate {outcome}.", ""]
+    lines += [f"- {'✔' if c.passed else '✘'} {c.detail}" for c in d.checks]
+    g = f.gate
+
+    def threshold(value: float) -> str:
+        return f"≥ {value}" if value > 0 else "none set"
+
+    lines += [
+        "",
+        f"Configured (register.gate): macro-F1 {threshold(g.min_macro_f1)}; every class recall "
+        f"{threshold(g.min_class_recall)}; {g.champion_metric} at most {g.champion_margin} below the "
+        f"{f.champion.alias}'s on the same test split; a {f.champion.alias} that cannot be re-scored: "
+        f"{g.on_champion_error}.",
+    ]
+    rows = f.comparison()
+    if rows:
+        lines += [
+            "",
+            md_table(
+                ["on this test split", "this version", f"{f.champion.alias} (version {f.champion.version})"],
+                [(metric, fmt(ours), fmt(theirs)) for metric, ours, theirs in rows],
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def build_model_card(f: Findings) -> str:
+    header = _facts(
+        [
+            ("Model", f"`{f.uri}`"),
+            ("Registered", f"{f.created}, radpipe {f.radpipe_version}"),
+            ("Candidate", f"{f.candidate} (MLflow run `{f.run_id}`)"),
+            ("Gate", "passed" if f.decision.passed else "failed"),
+            ("Classes", ", ".join(f.spec.class_names)),
+        ]
+    )
+    sections = [
+        f"# Model card: {f.model_name}, version {f.version}",
+        f"> {NOT_FOR_CLINICAL_USE}",
+        header,
+        "## Intended use\n\n"
+        "Research and engineering: classifying single 2D images like those of the training data (see Data; "
+        "radpipe's first use is chest CT slices) into the classes above, comparing training set-ups, testing an "
+        "MLOps pipeline. **Out of scope:** any use in patient care; images unlike the training data (other "
+        "modalities, body regions, scanners, protocols, paediatric patients); 3D volumes.",
+        "## Model\n\n" + _model(f),
+        "## Training\n\n" + _training(f),
+        "## Data\n\n" + _data(f),
+        "## Evaluation\n\n" + _evaluation(f),
+        "## Gate decision\n\n" + _gate(f),
+        "## Known limits\n\n" + "\n".join(f"- {note}" for note in f.limits()),
+        "## Not for clinical use\n\n" + NOT_FOR_CLINICAL_USE,
+    ]
+    return "\n\n".join(sections) + "\n"

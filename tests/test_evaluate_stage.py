@@ -1,0 +1,275 @@
+"""The evaluate-and-register stage against a real MLflow server: plots, report, model card, gate, aliases.
+
+Candidates are real radpipe models: one trained by the train stage (real MLflow child run, real history),
+and two with the same backbone whose head is set by hand so that their quality is known in advance: "good"
+(a logistic regression fitted on the backbone's features of the training images) and "constant" (always
+the first class).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radpipe import storage
+from radpipe.components.evaluate_and_register import plots as plotting
+from radpipe.components.evaluate_and_register import stage
+from radpipe.components.evaluate_and_register.component import evaluate_and_register
+from radpipe.components.prepare_base.prepare_base import prepare_base
+from radpipe.components.train import stage as train_stage
+from radpipe.config import ModelConfig
+from radpipe.dataset import load_split, read_manifest
+from radpipe.modelspec import SPEC_FILE, load_model_dir, read_spec, save_model_dir
+
+from conftest import MlflowServer
+
+EXPERIMENT = "radpipe-stage-test"
+FAST_EVALUATE = {"bootstrap_samples": 200, "gradcam_per_class": 1}
+NO_AUGMENTATION = {"flip": False, "rotation": 0, "zoom": 0, "translation": 0, "contrast": 0}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as running:
+        yield running.url
+
+
+def track(url: str) -> dict:
+    return {"uri": url, "experiment": EXPERIMENT}
+
+
+def client_for(url: str):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    mlflow.set_tracking_uri(url)
+    return mlflow.MlflowClient(url)
+
+
+def new_run(url: str, name: str) -> str:
+    from radpipe import tracking
+
+    experiment_id = tracking.setup_experiment(url, EXPERIMENT)
+    return client_for(url).create_run(experiment_id, run_name=name).info.run_id
+
+
+def with_head(source: Path, dataset: Path, target: Path, kind: str, name: str, run_id: str) -> Path:
+    """Copy the model in ``source`` with its classification head replaced (see the module docstring)."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    model, spec = load_model_dir(source)
+    dense = model.get_layer("probabilities")
+    kernel, bias = dense.get_weights()
+    k = len(spec.class_names)
+    if kind == "constant":
+        kernel[:] = 0.0
+        bias[:] = [4.0] + [-4.0] * (k - 1)
+    else:
+        features = keras.Model(model.inputs, model.get_layer("head_dropout").input)
+        train = load_split(dataset, "train", spec.preprocessing, spec.class_names)
+        x = np.asarray(features.predict_on_batch(train.images.astype(np.float32)), dtype=np.float64)
+        mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-30
+        fitted = LogisticRegression(C=10.0, max_iter=5000).fit((x - mu) / sd, train.labels)
+        coef, intercept = fitted.coef_, fitted.intercept_
+        if k == 2:  # a binary fit has one row: softmax([-z/2, z/2]) == sigmoid(z)
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        kernel[:] = (coef / sd).T
+        bias[:] = intercept - (coef / sd) @ mu
+    dense.set_weights([kernel, bias])
+    save_model_dir(model, spec.with_extra(candidate=name, mlflow_run_id=run_id), target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def models(server: str, ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("candidates")
+    classes = read_manifest(ingested_tiny)["classes"]
+    prepare_base(ModelConfig(weights="none", image_size=32), classes, root / "base", root)
+    train_stage.run(
+        dataset_dir=str(ingested_tiny),
+        base_dir=str(root / "base"),
+        model={"weights": "none", "image_size": 32},
+        train={"epochs": 2, "learning_rate": 0.01, "augmentation": NO_AUGMENTATION},
+        candidate={"name": "trained"},
+        track=track(server),
+        parent_run_id="",
+        output_dir=str(root / "trained"),
+    )
+    for kind in ("good", "constant"):
+        with_head(root / "trained", ingested_tiny, root / kind, kind, kind, "")
+    return {kind: root / kind for kind in ("trained", "good", "constant")}
+
+
+def candidate(models: dict[str, Path], ingested_tiny: Path, server: str, kind: str, tmp_path: Path) -> Path:
+    """A fresh copy of a good or constant model with its own MLflow run, as every pipeline candidate has."""
+    target = tmp_path / kind
+    shutil.copytree(models[kind], target)
+    spec = read_spec(target).with_extra(mlflow_run_id=new_run(server, kind))
+    storage.atomic_write_json(target / SPEC_FILE, spec.to_dict())
+    return target
+
+
+def parent_run(url: str) -> str:
+    run_id = new_run(url, "pipeline")
+    client_for(url).update_run(run_id, status="RUNNING")
+    return run_id
+
+
+def run_stage(url: str, dataset: Path, candidate_dir: Path, name: str, out: Path, **register: object):  # type: ignore[no-untyped-def]
+    return stage.run(
+        dataset_dir=str(dataset),
+        candidate_dirs=[str(candidate_dir)],
+        evaluate=FAST_EVALUATE,
+        register={"model_name": name, **register},
+        track=track(url),
+        parent_run_id=parent_run(url),
+        data_fingerprint=read_manifest(dataset)["fingerprint"],
+        report_path=str(out / "report.html"),
+        model_card_path=str(out / "model_card.md"),
+    )
+
+
+def assert_png(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.width >= 300 and image.height >= 200
+        return image.size
+
+
+def test_first_version_is_champion_with_plots_report_card_and_kfp_metrics(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    """Through the KFP component function itself, with real KFP artifact objects."""
+    import mlflow
+    from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+
+    parent = parent_run(server)
+    outputs = {
+        "test_metrics": Metrics(uri=str(tmp_path / "metrics")),
+        "classification": ClassificationMetrics(uri=str(tmp_path / "classification")),
+        "report": HTML(uri=str(tmp_path / "report.html")),
+        "model_card": Markdown(uri=str(tmp_path / "model_card.md")),
+    }
+    result = evaluate_and_register(
+        dataset=Dataset(uri=str(ingested_tiny)),
+        candidates=[Model(uri=str(models["trained"]))],
+        evaluate=FAST_EVALUATE,
+        register={"model_name": "first"},
+        tracking=track(server),
+        parent_run_id=parent,
+        data_fingerprint=read_manifest(ingested_tiny)["fingerprint"],
+        **outputs,
+    )
+    assert result.model_uri == "models:/first/1" and result.gate == "passed"
+    assert sorted(result.aliases) == ["challenger", "champion"]
+
+    # KFP: the confusion matrix and the ROC curve the UI draws, JSON-safe.
+    metadata = outputs["classification"].metadata
+    matrix = metadata["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["cats", "dogs"]
+    assert sum(sum(row["row"]) for row in matrix["rows"]) == 4  # every test image
+    roc = metadata["confidenceMetrics"]
+    assert roc and {"falsePositiveRate", "recall", "confidenceThreshold"} <= set(roc[0])
+    json.dumps(metadata, allow_nan=False)
+    json.dumps(outputs["test_metrics"].metadata, allow_nan=False)
+    assert {"accuracy", "macro_f1", "ece", "macro_f1_ci_low"} <= set(outputs["test_metrics"].metadata)
+
+    # The HTML report: self-contained, every plot embedded, the card inside.
+    page = Path(outputs["report"].path).read_text()
+    assert page.count('src="data:image/png;base64,') == len(plotting.TITLES)
+    assert "Gate passed" in page and "Not for clinical use" in page and "Model card: first, version 1" in page
+    assert "<script" not in page and 'src="http' not in page and "<link" not in page  # nothing fetched
+    card = Path(outputs["model_card"].path).read_text()
+    for needed in ("Not for clinical use", read_manifest(ingested_tiny)["fingerprint"], "95% CI", "Known limits"):
+        assert needed in card
+
+    # MLflow: plots as valid PNGs in the candidate's run, the card linked from the version, tags complete.
+    client = client_for(server)
+    version = client.get_model_version("first", "1")
+    tags = version.tags
+    assert tags["radpipe.registration"] == "complete" and tags["radpipe.gate"] == "passed"
+    assert "no champion yet" in tags["radpipe.gate.reasons"]
+    listed = {a.path for a in client.list_artifacts(version.run_id, "evaluation/plots")}
+    assert listed == {f"evaluation/plots/{name}" for name in plotting.TITLES}
+    for path in listed:
+        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=path, dst_path=str(tmp_path))
+        assert_png(Path(local).read_bytes())
+    linked = mlflow.artifacts.download_artifacts(tags["radpipe.model_card"], dst_path=str(tmp_path / "card"))
+    assert Path(linked).read_text() == card
+    assert "not for clinical use" in version.description.lower()
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(parent).data.tags["radpipe.gate"] == "passed"
+
+
+def test_a_worse_candidate_is_registered_but_does_not_move_the_challenger(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    good = candidate(models, ingested_tiny, server, "good", tmp_path)
+    first = run_stage(server, ingested_tiny, good, "gated", tmp_path)
+    assert first.evaluation.metrics["macro_f1"] == 1.0 and sorted(first.aliases) == ["challenger", "champion"]
+
+    worse = candidate(models, ingested_tiny, server, "constant", tmp_path)
+    second = run_stage(server, ingested_tiny, worse, "gated", tmp_path)
+    assert second.registered.version == "2" and second.aliases == [] and not second.decision.passed
+
+    client = client_for(server)
+    aliases = client.get_registered_model("gated").aliases
+    assert {a: str(v) for a, v in aliases.items()} == {"champion": "1", "challenger": "1"}
+    tags = client.get_model_version("gated", "2").tags
+    assert tags["radpipe.gate"] == "failed" and tags["radpipe.registration"] == "complete"
+    assert "worse than champion version 1" in tags["radpipe.gate.reasons"]
+    assert tags["radpipe.gate.champion_version"] == "1" and tags["radpipe.gate.champion_macro_f1"] == "1.0000"
+    # The champion was re-scored on the same test split, and the record says so.
+    run = client.get_run(client.get_model_version("gated", "2").run_id)
+    assert run.data.metrics["champion_test_macro_f1"] == 1.0
+    page = (tmp_path / "report.html").read_text()
+    assert "Gate failed" in page and "champion (version 1)" in page
+
+
+def test_absolute_thresholds_fail_the_gate_even_without_a_champion(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    worse = candidate(models, ingested_tiny, server, "constant", tmp_path)
+    result = run_stage(server, ingested_tiny, worse, "strict", tmp_path, gate={"min_class_recall": 0.5})
+    assert not result.decision.passed and result.aliases == []
+    tags = client_for(server).get_model_version("strict", "1").tags
+    assert "class recall below 0.5: dogs 0.000" in tags["radpipe.gate.reasons"]
+    assert client_for(server).get_registered_model("strict").aliases == {}
+
+
+def test_a_plot_that_throws_leaves_the_registry_untouched(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = candidate(models, ingested_tiny, server, "good", tmp_path)
+    run_stage(server, ingested_tiny, good, "fragile", tmp_path)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected: the reliability diagram failed")
+
+    monkeypatch.setattr(plotting, "reliability_diagram", broken)
+    client = client_for(server)
+    parent = parent_run(server)
+    with pytest.raises(RuntimeError, match="injected"):
+        stage.run(
+            dataset_dir=str(ingested_tiny),
+            candidate_dirs=[str(candidate(models, ingested_tiny, server, "good", tmp_path / "again"))],
+            evaluate=FAST_EVALUATE,
+            register={"model_name": "fragile", "gate": {"champion_margin": 1.0}},
+            track=track(server),
+            parent_run_id=parent,
+            data_fingerprint=read_manifest(ingested_tiny)["fingerprint"],
+        )
+    assert [v.version for v in client.search_model_versions("name='fragile'")] == ["1"]
+    assert {a: str(v) for a, v in client.get_registered_model("fragile").aliases.items()} == {
+        "champion": "1",
+        "challenger": "1",
+    }
+    assert client.get_run(parent).info.status == "FAILED"

@@ -1,0 +1,155 @@
+"""Calibration, bootstrap intervals, plots, the model card and the HTML report, without MLflow."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from radpipe.components.evaluate_and_register import plots
+from radpipe.components.evaluate_and_register.calibration import reliability
+from radpipe.components.evaluate_and_register.champion import ChampionScore
+from radpipe.components.evaluate_and_register.evaluate import compute_metrics
+from radpipe.components.evaluate_and_register.explain import GradcamSample, pick
+from radpipe.components.evaluate_and_register.findings import DataSummary, Findings, safe_source
+from radpipe.components.evaluate_and_register.gate import decide
+from radpipe.components.evaluate_and_register.intervals import bootstrap
+from radpipe.components.evaluate_and_register.model_card import build_model_card
+from radpipe.components.evaluate_and_register.report import build_report
+from radpipe.config import GateConfig
+from radpipe.modelspec import ModelSpec
+from radpipe.preprocessing import Preprocessing
+
+CLASSES = ["adenocarcinoma", "normal", "squamous.cell.carcinoma"]
+
+
+@pytest.fixture(scope="module")
+def scored():  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 40)
+    logits = rng.normal(0, 1, (120, 3))
+    logits[np.arange(120), labels] += 1.8
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ev = compute_metrics(labels, probabilities, CLASSES)
+    ev.intervals = bootstrap(labels, ev.predictions, CLASSES, samples=500)
+    return ev
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_grows_with_overconfidence() -> None:
+    labels = np.array([0] * 8 + [1] * 2)  # 80 % right at 0.8 confidence
+    calibrated = np.array([[0.8, 0.2]] * 10)
+    assert reliability(labels, calibrated).ece == pytest.approx(0.0, abs=1e-9)
+    overconfident = np.array([[0.99, 0.01]] * 10)
+    rel = reliability(labels, overconfident, bins=10)
+    assert rel.ece == pytest.approx(0.19) and rel.counts.sum() == 10 and rel.counts[-1] == 10
+    assert rel.to_dict()["accuracy"][0] is None  # empty bins are JSON null, not NaN
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_data() -> None:
+    rng = np.random.default_rng(0)
+
+    def width(n: int) -> float:
+        labels = rng.integers(0, 2, n)
+        predicted = np.where(rng.random(n) < 0.8, labels, 1 - labels)
+        low, high = bootstrap(labels, predicted, ["a", "b"], samples=400, seed=3).overall["accuracy"]
+        assert low <= (labels == predicted).mean() <= high
+        return high - low
+
+    assert width(2000) < width(50) / 3
+    labels, predicted = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0])
+    assert bootstrap(labels, predicted, ["a", "b"], 300, seed=1) == bootstrap(
+        labels, predicted, ["a", "b"], 300, seed=1
+    )
+
+
+def test_gradcam_picks_confident_correct_and_wrong_per_class() -> None:
+    labels = np.array([0, 0, 0, 1, 1])
+    probabilities = np.array([[0.6, 0.4], [0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])
+    assert pick(labels, probabilities, 1) == [1, 2, 3, 4]  # per class: most confident right, then wrong
+
+
+def sample(true: int, predicted: int) -> GradcamSample:
+    image = np.full((32, 32, 3), 100, np.uint8)
+    heat = np.zeros((32, 32))
+    heat[8:16, 8:16] = 1.0
+    return GradcamSample(image, heat, true, predicted, 0.9, f"test/{true}.png")
+
+
+def test_every_plot_renders_to_a_valid_png(scored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    history = [
+        {"epoch": e, "phase": "frozen" if e < 4 else "fine-tune", "loss": 1 / e, "accuracy": 0.5 + e / 20}
+        | {"val_loss": 1.1 / e, "val_accuracy": 0.45 + e / 20}
+        for e in range(1, 6)
+    ]
+    counts = {"train": dict.fromkeys(CLASSES, 30), "val": dict.fromkeys(CLASSES, 5), "test": dict.fromkeys(CLASSES, 40)}
+    written = plots.write_plots(tmp_path, scored, counts, history, 4, [sample(0, 0), sample(1, 2)], 1)
+    assert list(written) == list(plots.TITLES)
+    for path in written.values():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.width > 400 and image.height > 300
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10  # something is drawn
+
+
+def test_plots_without_data_are_left_out(scored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    written = plots.write_plots(tmp_path, scored, {"test": dict.fromkeys(CLASSES, 40)}, [], None, [], 0)
+    assert "training_curves.png" not in written and "gradcam.png" not in written and len(written) == 5
+
+
+def findings(ev, champion: ChampionScore | None = None) -> Findings:  # type: ignore[no-untyped-def]
+    spec = ModelSpec(
+        CLASSES,
+        Preprocessing(160),
+        "mobilenet_v2",
+        "imagenet",
+        extra={"train_config": {"epochs": 6, "learning_rate": 0.001}, "best_epoch": 5, "history": [{}] * 6},
+    )
+    champion = champion or ChampionScore("champion")
+    counts = {
+        "train": {"adenocarcinoma": 90, "normal": 30, "squamous.cell.carcinoma": 60},
+        "test": {c: 40 for c in CLASSES},
+    }
+    return Findings(
+        model_name="chest-ct",
+        version="7",
+        candidate="default",
+        run_id="abc123",
+        parent_run_id="p1",
+        spec=spec,
+        evaluation=ev,
+        data=DataSummary("f" * 64, safe_source("https://user:pw@host/data.zip?X-Amz-Signature=secret"), counts),
+        decision=decide(ev, champion, GateConfig()),
+        gate=GateConfig(),
+        champion=champion,
+        challenger_alias="challenger",
+    )
+
+
+def test_model_card_states_data_config_metrics_with_intervals_limits_and_not_for_clinical_use(scored) -> None:  # type: ignore[no-untyped-def]
+    card = build_model_card(findings(scored, ChampionScore("champion", "6", scored)))
+    assert card.startswith("# Model card: chest-ct, version 7")
+    assert card.count("Not for clinical use") >= 2
+    assert "`" + "f" * 64 + "`" in card and "| adenocarcinoma | 90 | 40 |" in card
+    assert "| epochs | 6 |" in card and "Kept epoch 5 of 6" in card and "macro-F1 none set" in card
+    low, high = scored.intervals.per_class["normal"]["recall"]
+    assert f"({low:.3f}–{high:.3f})" in card and "95% CI" in card
+    assert "imbalanced" in card and "no external validation" in card
+    assert "champion (version 6)" in card  # the comparison on the same split
+    assert "secret" not in card and "pw@" not in card and "https://host/data.zip" in card
+
+
+def test_report_is_one_self_contained_page(scored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    written = plots.write_plots(tmp_path, scored, {"test": dict.fromkeys(CLASSES, 40)}, [], None, [], 0)
+    f = findings(scored)
+    f.model_name = "<script>alert(1)</script>"
+    page = build_report(f, build_model_card(f), written)
+    assert page.count('src="data:image/png;base64,') == len(written)
+    assert "<script>" not in page and "&lt;script&gt;" in page  # names are escaped
+    assert re.search(r"<table>.*Macro-F1", page, re.S) and "Gate passed" in page
+    assert "<h1>Model card:" in page  # the Markdown card, rendered
