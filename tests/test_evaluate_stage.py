@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from radpipe import storage
@@ -149,7 +150,7 @@ def test_first_version_is_champion_with_plots_report_card_and_kfp_metrics(
 ) -> None:
     """Through the KFP component function itself, with real KFP artifact objects."""
     import mlflow
-    from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
     parent = parent_run(server)
     outputs = {
@@ -157,6 +158,7 @@ def test_first_version_is_champion_with_plots_report_card_and_kfp_metrics(
         "classification": ClassificationMetrics(uri=str(tmp_path / "classification")),
         "report": HTML(uri=str(tmp_path / "report.html")),
         "model_card": Markdown(uri=str(tmp_path / "model_card.md")),
+        "serving_manifest": Artifact(uri=str(tmp_path / "serving.yaml")),
     }
     result = evaluate_and_register(
         dataset=Dataset(uri=str(ingested_tiny)),
@@ -170,6 +172,13 @@ def test_first_version_is_champion_with_plots_report_card_and_kfp_metrics(
     )
     assert result.model_uri == "models:/first/1" and result.gate == "passed"
     assert sorted(result.aliases) == ["challenger", "champion"]
+    # The InferenceService of the new version, named by the alias it got; this server proxies artifacts,
+    # so storageUri is under the cluster's destination (RADPIPE_MLFLOW_ARTIFACTS_DESTINATION's default).
+    service = yaml.safe_load((tmp_path / "serving.yaml").read_text())
+    assert service["kind"] == "InferenceService" and service["metadata"]["name"] == "first-champion"
+    (container,) = service["spec"]["predictor"]["containers"]
+    storage_uri = {e["name"]: e["value"] for e in container["env"]}["STORAGE_URI"]
+    assert storage_uri.startswith("s3://mlflow/artifacts/"), storage_uri
 
     # KFP: the confusion matrix and the ROC curve the UI draws, JSON-safe.
     metadata = outputs["classification"].metadata

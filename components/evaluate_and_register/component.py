@@ -2,12 +2,13 @@
 
 Runs in the ``radpipe-evaluate-and-register`` image (``images/evaluate-and-register/Dockerfile``). What
 the KFP UI shows for this task: ``test_metrics`` (scalars), ``classification`` (confusion matrix and ROC
-curve), ``report`` (the HTML report with every plot and the model card), ``model_card`` (Markdown).
+curve), ``report`` (the HTML report with every plot and the model card), ``model_card`` (Markdown),
+``serving_manifest`` (the KServe InferenceService of the new version, for ``kubectl apply -f``).
 """
 
 from typing import NamedTuple
 
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 IMAGE = "radpipe-evaluate-and-register"
 
@@ -24,6 +25,7 @@ def evaluate_and_register(
     classification: Output[ClassificationMetrics],
     report: Output[HTML],
     model_card: Output[Markdown],
+    serving_manifest: Output[Artifact],
 ) -> NamedTuple(
     "RegisterOutputs",
     [
@@ -57,6 +59,7 @@ def evaluate_and_register(
             data_fingerprint=data_fingerprint,
             report_path=report.path,
             model_card_path=model_card.path,
+            serving_manifest_path=serving_manifest.path,
         )
     evaluation = result.evaluation
     scalars = dict(evaluation.metrics)
@@ -70,6 +73,7 @@ def evaluate_and_register(
     classification.log_roc_curve(*micro_roc(evaluation))
     report.metadata.update({"model_uri": result.registered.uri, "gate": result.decision.verdict})
     model_card.metadata.update({"model_uri": result.registered.uri})
+    serving_manifest.metadata.update({"model_uri": result.registered.uri})
     outputs = namedtuple(
         "RegisterOutputs",
         ["model_uri", "model_name", "model_version", "aliases", "gate", "candidate", "test_accuracy", "test_macro_f1"],

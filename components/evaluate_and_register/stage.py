@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radpipe import storage, tracking
+from radpipe import deployment, storage, tracking
 from radpipe.components.evaluate_and_register import plots as plotting
-from radpipe.components.evaluate_and_register.champion import rescore_champion
+from radpipe.components.evaluate_and_register.champion import ChampionScore, rescore_champion
 from radpipe.components.evaluate_and_register.evaluate import (
     Candidate,
     Evaluation,
@@ -127,8 +127,10 @@ def run(
     data_fingerprint: str,
     report_path: str = "",
     model_card_path: str = "",
+    serving_manifest_path: str = "",
 ) -> EvaluateOutputs:
-    """The whole stage; ``report_path``/``model_card_path`` are where the KFP HTML/Markdown outputs go."""
+    """The whole stage; ``report_path``/``model_card_path`` are where the KFP HTML/Markdown outputs go,
+    ``serving_manifest_path`` where the KServe InferenceService of the new version goes."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -151,6 +153,7 @@ def run(
                 data_fingerprint,
                 report_path,
                 model_card_path,
+                serving_manifest_path,
             )
         except MlflowException as exc:  # before a version existed (register() reports its own failures)
             raise RadpipeError(
@@ -172,6 +175,14 @@ def run(
     return outputs
 
 
+def serving_alias(passed: bool, champion: ChampionScore, config: RegisterConfig) -> str:
+    """The alias the new version is about to get, which names its InferenceService (``chest-ct-challenger``);
+    a version that failed the gate gets none and its service is named by version number."""
+    if not passed:
+        return ""
+    return config.challenger_alias if champion.version else config.champion_alias
+
+
 def _run(
     client: Any,
     experiment_id: str,
@@ -183,6 +194,7 @@ def _run(
     data_fingerprint: str,
     report_path: str,
     model_card_path: str,
+    serving_manifest_path: str,
 ) -> EvaluateOutputs:
     name = register_config.model_name
     # 1. Choose on validation, score on test.
@@ -281,6 +293,10 @@ def _run(
                 storage.atomic_write_text(report_path, page)
             client.log_text(run_id, card, CARD_ARTIFACT)
             client.log_text(run_id, page, REPORT_ARTIFACT)
+            if serving_manifest_path:  # before any alias moves: a failure here moves none
+                deployment.write_serving_manifest(
+                    serving_manifest_path, name, version, serving_alias(decision.passed, champion, register_config)
+                )
 
         registered = register(
             client,
