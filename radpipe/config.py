@@ -170,8 +170,9 @@ class ModelConfig(Section):
     weights: str = "imagenet"
     """``imagenet`` (Keras cache or download), ``none`` (random; must be explicit), or a path / s3:// /
     https:// URI of a weights file for the backbone without its top."""
-    image_size: int = 224
-    dropout: float = 0.2
+    image_size: int = 256
+    """Square input size in pixels. 256 beat 224 on the chest CT validation split (docs/benchmarks.md)."""
+    dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
 
@@ -208,7 +209,7 @@ class AugmentationConfig(Section):
 class TrainConfig(Section):
     """The train stage: the head on a frozen backbone, then optional fine-tuning of the backbone's top layers."""
 
-    epochs: int = 60
+    epochs: int = 100
     """Epochs of the frozen-backbone phase (cheap with head_on_features: seconds, not minutes)."""
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -217,7 +218,7 @@ class TrainConfig(Section):
     """'cosine' (decay to 0 over each end-to-end phase) or 'constant'."""
     label_smoothing: float = 0.1
     class_weights: bool = True
-    early_stopping_patience: int = 8
+    early_stopping_patience: int = 10
     """Stop a phase after this many epochs without a better validation loss (0 = never stop early)."""
     head_on_features: bool = True
     """Train the frozen-phase head on backbone features computed once (see components/train/features.py);
@@ -225,9 +226,10 @@ class TrainConfig(Section):
     feature_cache: str = ""
     """Folder or s3:// prefix where backbone features are cached across candidates and runs ('' = none;
     local runs default to .radpipe/cache)."""
-    fine_tune_layers: int = 0
-    """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning)."""
-    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 200
+    """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning;
+    at least the backbone's depth, e.g. 154 for MobileNetV2, = all of it; BatchNorm stays frozen)."""
+    fine_tune_epochs: int = 20
     fine_tune_learning_rate: float = 1e-4
     fine_tune_warmup_epochs: int = 2
     """Linear learning-rate warm-up at the start of fine-tuning (with lr_schedule 'cosine')."""

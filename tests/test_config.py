@@ -37,7 +37,7 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         ("model.backbone=vgg19", "unknown backbone 'vgg19'; choose one of mobilenet_v2, vgg16, resnet50"),
         ("model.dropout=1.5", "config key 'model.dropout': must be in [0, 1)"),
         ("train.class_weights=maybe", "expected true or false, got 'maybe'"),
-        ("train.fine_tune_layers=10", "set fine_tune_layers and fine_tune_epochs together"),
+        ("train.fine_tune_epochs=0", "set fine_tune_layers and fine_tune_epochs together"),
         ("data.val_fraction=0.9", "config key 'data.val_fraction': must be between 0 and 0.5"),
         ("register.model_name=a/b", "must not contain '@' or '/'"),
         ("epochs", "expected KEY=VALUE"),
