@@ -2,16 +2,17 @@
 
     python bench/pipeline_run.py --data ../shared/data/chest-ct \
         --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 \
-        [--config FILE] [--set KEY=VALUE ...] [--label spine-default]
+        [--config FILE] [--set KEY=VALUE ...] [--label spine-default] [--keep DIR]
 
 Runs in a fresh working directory (its own embedded MLflow and feature cache, so nothing is reused from
-an earlier run), prints a Markdown summary for docs/benchmarks.md and writes the raw numbers to
+an earlier run; deleted afterwards unless --keep names it: then `cd DIR && mlflow ui` shows the run), prints a Markdown summary for docs/benchmarks.md and writes the raw numbers to
 bench/results/<label>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,6 +46,9 @@ def main() -> int:
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--label", default="pipeline-run")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="run in DIR (new or empty) and keep it: its MLflow store has the plots and report"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,7 +63,16 @@ def main() -> int:
     config = load_config(config_path, overrides)
     at_start = machine()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="radpipe-bench-") as workdir:
+    if args.keep:
+        keep = Path(args.keep).resolve()
+        if keep.exists() and any(keep.iterdir()):
+            parser.error(f"--keep {keep}: not empty; give a new folder so that nothing is reused")
+        keep.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.nullcontext(str(keep))
+        if args.keep
+        else tempfile.TemporaryDirectory(prefix="radpipe-bench-") as workdir
+    ):
         result = run_local(config, workdir)
         wall = time.monotonic() - started
         import mlflow
