@@ -5,8 +5,8 @@
         [--config FILE] [--set KEY=VALUE ...] [--label spine-default] [--keep DIR]
 
 Runs in a fresh working directory (its own embedded MLflow and feature cache, so nothing is reused from
-an earlier run; deleted afterwards unless --keep names it: then `cd DIR && mlflow ui` shows the run), prints a Markdown summary for docs/benchmarks.md and writes the raw numbers to
-bench/results/<label>.json.
+an earlier run; deleted afterwards unless --keep names it: then `cd DIR && mlflow ui` shows the run),
+prints a Markdown summary for docs/benchmarks.md and writes the raw numbers to bench/results/<label>.json.
 """
 
 from __future__ import annotations

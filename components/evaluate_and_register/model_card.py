@@ -37,6 +37,7 @@ TRAIN_KEYS = (
     "fine_tune_layers",
     "fine_tune_epochs",
     "fine_tune_learning_rate",
+    "fine_tune_warmup_epochs",
     "seed",
 )
 
