@@ -20,6 +20,8 @@ FAST = [
     "model.weights=none",
     "model.image_size=32",
     "train.epochs=2",
+    "train.fine_tune_layers=0",  # the default fine-tunes the whole backbone: not needed to test the DAG
+    "train.fine_tune_epochs=0",
     "register.model_name=tiny",
 ]
 

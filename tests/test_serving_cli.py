@@ -25,16 +25,20 @@ def register(model_dir: Path, tracking_uri: str, name: str) -> str:
     """Log ``model_dir`` to MLflow and register it as ``name`` with the alias 'champion', as the pipeline does."""
     import mlflow
 
-    from radpipe import tracking
-    from radpipe.components.evaluate_and_register.register import apply_alias_policy, log_model, register_version
+    from radpipe import registry, tracking
+    from radpipe.components.evaluate_and_register.register import log_model, register
     from radpipe.modelspec import load_model_dir
 
     experiment = tracking.setup_experiment(tracking_uri, "serving-test")
     run_id = mlflow.MlflowClient().create_run(experiment).info.run_id
     model, spec = load_model_dir(model_dir)
     info = log_model(model, spec, np.zeros((1, 32, 32, 3), np.float32), run_id)
-    registered = register_version(info, name, run_id, tags={}, description="served by a test")
-    assert "champion" in apply_alias_policy(registered)
+    client = mlflow.MlflowClient()
+    tags = {registry.GATE_TAG: registry.PASSED}  # what evaluate-and-register records for a version that passed
+    registered = register(
+        client, name, info.model_uri, run_id, tags, "served by a test", True, lambda _: None, model_id=info.model_id
+    )
+    assert "champion" in registered.aliases
     return registered.version
 
 

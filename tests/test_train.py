@@ -15,6 +15,7 @@ from radpipe.errors import DataError
 from radpipe.modelspec import load_model_dir
 
 NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
+NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}  # the default fine-tunes: these tests need not
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,9 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
 
 
 def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=2, feature_cache=str(tmp_path / "cache"), augmentation=NO_AUGMENTATION)
+    config = TrainConfig(
+        epochs=2, feature_cache=str(tmp_path / "cache"), augmentation=NO_AUGMENTATION, **NO_FINE_TUNING
+    )
     first = train_model(base_dir, ingested_tiny, config, tmp_path / "a")
     second = train_model(base_dir, ingested_tiny, config, tmp_path / "b")
     assert first.spec.extra["features"]["cache_hit"] is False
@@ -65,14 +68,16 @@ def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp
 
 
 def test_frozen_phase_end_to_end_when_asked(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=2, head_on_features=False)
+    config = TrainConfig(epochs=2, head_on_features=False, **NO_FINE_TUNING)
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
     assert [r["phase"] for r in result.history] == ["frozen"] * 2
     assert "features" not in result.spec.extra
 
 
 def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=30, learning_rate=1e-6, early_stopping_patience=2, augmentation=NO_AUGMENTATION)
+    config = TrainConfig(
+        epochs=30, learning_rate=1e-6, early_stopping_patience=2, augmentation=NO_AUGMENTATION, **NO_FINE_TUNING
+    )
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
     assert len(result.history) < 30
 
@@ -110,4 +115,4 @@ def test_no_validation_images_is_an_error(base_dir: Path, ingested_tiny: Path, t
     manifest["files"] = [f for f in manifest["files"] if f["split"] != "val"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="no validation images"):
-        train_model(base_dir, copy, TrainConfig(epochs=1), tmp_path / "out")
+        train_model(base_dir, copy, TrainConfig(epochs=1, **NO_FINE_TUNING), tmp_path / "out")
