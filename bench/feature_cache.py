@@ -1,7 +1,8 @@
 """Speed-up of training the head on cached backbone features vs. the frozen model end to end, same run.
 
     python bench/feature_cache.py --data ../shared/data/chest-ct \
-        --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 [--epochs 10]
+        --weights ../shared/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 \
+        [--epochs 10] [--image-size N]
 
 Both arms start from the same base model and train the frozen-backbone phase for the same number of
 epochs (no early stopping, no fine-tuning); the features arm is timed twice, with a cold cache (compute
@@ -27,7 +28,7 @@ def main() -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, help="default: the config's model.image_size")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,9 +43,16 @@ def main() -> int:
         root = Path(tmp)
         ingest(DataConfig(uri=str(Path(args.data).resolve())), root / "dataset", root / "work")
         classes = read_manifest(root / "dataset")["classes"]
+        args.image_size = args.image_size or ModelConfig().image_size
         model_config = ModelConfig(weights=str(Path(args.weights).resolve()), image_size=args.image_size)
         prepare_base(model_config, classes, root / "base", root / "work")
-        common = {"epochs": args.epochs, "early_stopping_patience": 0, "lr_schedule": "constant"}
+        common = {
+            "epochs": args.epochs,
+            "early_stopping_patience": 0,
+            "lr_schedule": "constant",
+            "fine_tune_layers": 0,
+            "fine_tune_epochs": 0,
+        }
         arms = [
             ("end-to-end (frozen backbone, augmentation)", TrainConfig(head_on_features=False, **common)),
             ("features, cold cache", TrainConfig(feature_cache=str(root / "cache"), **common)),
