@@ -108,15 +108,7 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
     timer = TaskTimer()
     logging.getLogger().addFilter(timer)
     try:
-        task = pipeline(
-            data=config.data.to_dict(),
-            model=config.model.to_dict(),
-            train=config.train.to_dict(),
-            evaluate=config.evaluate.to_dict(),
-            register=config.register.to_dict(),
-            tracking=config.tracking.to_dict(),
-            candidates=config.candidate_list(),
-        )
+        task = pipeline(**config.pipeline_arguments())
     except RuntimeError as exc:
         message = Path(error_file).read_text().strip()
         raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc

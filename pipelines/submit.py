@@ -52,15 +52,7 @@ def run_arguments(args: argparse.Namespace) -> dict[str, Any]:
     from radpipe.cli import _load_config
 
     config = _load_config(args)
-    return {
-        "data": config.data.to_dict(),
-        "model": config.model.to_dict(),
-        "train": config.train.to_dict(),
-        "evaluate": config.evaluate.to_dict(),
-        "register": config.register.to_dict(),
-        "tracking": config.tracking.to_dict(),
-        "candidates": config.candidate_list(),
-    }
+    return config.pipeline_arguments()
 
 
 def run_url(host: str, run_id: str) -> str:

@@ -108,15 +108,7 @@ def build_pipeline(
         _stage_resources(task, stage)
         return _cluster(task) if cluster_env else task
 
-    defaults = {
-        "data": config.data.to_dict(),
-        "model": config.model.to_dict(),
-        "train": config.train.to_dict(),
-        "evaluate": config.evaluate.to_dict(),
-        "register": config.register.to_dict(),
-        "tracking": config.tracking.to_dict(),
-        "candidates": config.candidate_list(),
-    }
+    defaults = config.pipeline_arguments()
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

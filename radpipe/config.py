@@ -427,6 +427,19 @@ class Config(Section):
         for i, candidate in enumerate(self.search.candidates):
             resolve_candidate(self.model, self.train, candidate, f"search.candidates[{i}]")
 
+    def pipeline_arguments(self) -> dict[str, Any]:
+        """The pipeline's parameters (``pipelines/training_pipeline.py``): one dict per section, and the
+        candidates. What kfp.local runs with, the compiled YAML's defaults and a cluster run's arguments."""
+        return {
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "evaluate": self.evaluate.to_dict(),
+            "register": self.register.to_dict(),
+            "tracking": self.tracking.to_dict(),
+            "candidates": self.candidate_list(),
+        }
+
     def candidate_list(self) -> list[dict[str, Any]]:
         """The pipeline's ``candidates`` parameter: named candidates, or the base config as one."""
         if not self.search.candidates:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -93,41 +95,8 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real ``mlflow server`` process on loopback, sqlite backend, local artifact root."""
-    port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            (tmp_path / "mlartifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # No job-runner workers (MLflow 3 starts ~8 huey processes for GenAI jobs we do not use).
-        env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=90, proc=proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with MlflowServer(tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -243,6 +212,28 @@ class ServerProcess:
         self._log.close()
 
 
+def infer_image(url: str, model_name: str, image: Path) -> dict[str, dict]:
+    """One image file through a server's Open Inference Protocol V2 REST endpoint, as a client sends it
+    (``BYTES``, base64): the answer's outputs by name."""
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [1],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(image.read_bytes()).decode()],
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        f"{url}/v2/models/{model_name}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return {o["name"]: o for o in json.load(response)["outputs"]}
+
+
 @pytest.fixture(scope="session")
 def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 8 images),
@@ -280,38 +271,55 @@ class MlflowServer:
     """A real ``mlflow server`` (sqlite, local artifact root) that a test can stop mid-way and start again
     on the same port and store: the way to inject "MLflow went down" without mocking MLflow."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        args: Callable[[int], list[str]] | None = None,
+        python: Path | str = sys.executable,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``args(port)``: what follows ``python -m mlflow`` (default: ``server`` with sqlite and a local
+        artifact root under ``root``); ``env``: the server's whole environment (default: this process's,
+        without a tracking URI and without MLflow 3's job-runner workers, which we do not use)."""
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.args = (args or self.default_args)(self.port)
+        self.python = str(python)
+        self.env = (
+            env
+            if env is not None
+            else {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        )
         self.proc: subprocess.Popen | None = None
+
+    def default_args(self, port: int) -> list[str]:
+        return [
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            (self.root / "mlartifacts").as_uri(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
 
     def start(self) -> MlflowServer:
         log = open(self.root / "mlflow-server.log", "ab")  # noqa: SIM115 - handed to the server process
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'mlflow.db'}",
-                "--artifacts-destination",
-                (self.root / "mlartifacts").as_uri(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-            ],
+            [self.python, "-m", "mlflow", *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env=self.env,
+            cwd=self.root,
             start_new_session=True,  # its own process group: `mlflow server` runs uvicorn as a child
         )
         log.close()
-        wait_for_http(f"{self.url}/health", timeout=90, proc=self.proc)
+        wait_for_http(f"{self.url}/health", timeout=120, proc=self.proc)
         return self
 
     def stop(self) -> None:

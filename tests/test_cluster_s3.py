@@ -33,7 +33,7 @@ from radpipe.classifier import Classifier
 from radpipe.modelspec import ModelSpec, save_model_dir
 from radpipe.preprocessing import Preprocessing
 
-from conftest import REPO, SHARED, free_port, make_tree, needs_shared, wait_for_http
+from conftest import REPO, SHARED, MlflowServer, free_port, make_tree, needs_shared
 
 _spec = importlib.util.spec_from_file_location("image_lock", REPO / "images" / "lock.py")
 lock = importlib.util.module_from_spec(_spec)
@@ -92,42 +92,28 @@ def cluster_mlflow(
     s3 = boto3.client("s3")
     for bucket in ("mlflow", "radpipe"):
         s3.create_bucket(Bucket=bucket)
-    port = free_port()
-    args = []
-    for arg in manifest_mlflow_args():
-        if arg.startswith("--backend-store-uri="):
-            arg = f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}"
-        elif arg.startswith("--host="):
-            arg = "--host=127.0.0.1"
-        elif arg.startswith("--port="):
-            arg = f"--port={port}"
-        args.append(arg)
-    assert "--artifacts-destination=s3://mlflow/artifacts" in args
+
+    def args(port: int) -> list[str]:
+        out = []
+        for arg in manifest_mlflow_args():
+            if arg.startswith("--backend-store-uri="):
+                arg = f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}"
+            elif arg.startswith("--host="):
+                arg = "--host=127.0.0.1"
+            elif arg.startswith("--port="):
+                arg = f"--port={port}"
+            out.append(arg)
+        assert "--artifacts-destination=s3://mlflow/artifacts" in out
+        return out
+
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         **{k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")},
         "MLFLOW_S3_ENDPOINT_URL": cluster_s3,
     }
-    log = open(tmp_path / "mlflow.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    proc = subprocess.Popen(
-        [str(mlflow_image_python), "-m", "mlflow", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=120, proc=proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with MlflowServer(tmp_path, args, python=mlflow_image_python, env=env) as server:
+        yield server.url
 
 
 def get_status(url: str, host: str) -> int:

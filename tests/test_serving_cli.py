@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from radpipe.classifier import Classifier
 from radpipe.cli import main as radpipe_main
 from radpipe.errors import RadpipeError
 
-from conftest import SAMPLE, ServerProcess
+from conftest import SAMPLE, ServerProcess, infer_image
 
 IMAGE = SAMPLE / "test" / "normal" / "10 - Copy (3).png"
 
@@ -42,26 +41,6 @@ def register(model_dir: Path, tracking_uri: str, name: str) -> str:
     return registered.version
 
 
-def infer(url: str, model_name: str, image: Path) -> dict:
-    body = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": [1],
-                "datatype": "BYTES",
-                "data": [base64.b64encode(image.read_bytes()).decode()],
-            }
-        ]
-    }
-    request = urllib.request.Request(
-        f"{url}/v2/models/{model_name}/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return {o["name"]: o for o in json.load(response)["outputs"]}
-
-
 def test_radpipe_serve_loads_a_registered_model_by_alias_and_from_its_mounted_folder(
     served_model_dir: Path, use_mlflow: str, tmp_path: Path
 ) -> None:
@@ -82,7 +61,7 @@ def test_radpipe_serve_loads_a_registered_model_by_alias_and_from_its_mounted_fo
         # The URL's model name defaults to the registered model's name.
         with urllib.request.urlopen(f"{server.url}/v2/models", timeout=30) as response:
             assert json.load(response) == {"models": ["chest-ct-serving"]}
-        answer = infer(server.url, "chest-ct-serving", IMAGE)
+        answer = infer_image(server.url, "chest-ct-serving", IMAGE)
     finally:
         server.stop()
     assert answer["label"]["data"] == [expected.label]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SAMPLE, SAMPLE_CLASSES, ServerProcess, free_port
+from conftest import SAMPLE, SAMPLE_CLASSES, ServerProcess, free_port, infer_image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -172,23 +172,7 @@ def test_dropping_a_ct_slice_shows_probabilities_and_gradcam(
     shot = browser.screenshot(tmp_path / "serving-ui.png")
     assert shot.stat().st_size > 10_000
     # The page shows what the API answers for the same file.
-    request = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": [1],
-                "datatype": "BYTES",
-                "data": [base64.b64encode(image.read_bytes()).decode()],
-            }
-        ]
-    }
-    req = urllib.request.Request(
-        f"{model_server.url}/v2/models/chest-ct/infer",
-        data=json.dumps(request).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as response:
-        answer = {o["name"]: o for o in json.load(response)["outputs"]}
+    answer = infer_image(model_server.url, "chest-ct", image)
     assert shown["error"] == ""
     assert shown["label"] == answer["label"]["data"][0] == shown["top"]
     assert sorted(c for c, _ in shown["rows"]) == sorted(SAMPLE_CLASSES)
