@@ -274,9 +274,13 @@ class EvaluateConfig(Section):
     """Test images per class in the Grad-CAM grid, for each outcome (correct, wrong); 0 = no grid."""
     seed: int = 0
     """Seed of the bootstrap resampling (intervals are reproducible)."""
+    ensemble: int = 1
+    """Average the N best candidates on validation into one model, registered instead of the best single
+    candidate if it scores at least as well on validation; 1 = the best single candidate, no averaging."""
 
     def validate(self, path: str) -> None:
         _check(self.batch_size >= 1, _join(path, "batch_size"), "must be >= 1")
+        _check(1 <= self.ensemble <= 10, _join(path, "ensemble"), f"must be 1 (off) to 10, got {self.ensemble}")
         _check(
             self.bootstrap_samples == 0 or 100 <= self.bootstrap_samples <= 100_000,
             _join(path, "bootstrap_samples"),

@@ -1,7 +1,9 @@
 """Grad-CAM: where in the image the model looked, for the report's grid and for serving's ``explain``.
 
 Works on any radpipe model: prepare-base builds ``normalize -> backbone -> linear head``, and the model's
-record names the backbone and its last convolutional activation (``ModelSpec.feature_layer``).
+record names the backbone and its last convolutional activation (``ModelSpec.feature_layer``). An ensemble
+(``ModelSpec.members``) is explained as it predicts: the mean of its members' heatmaps for the class the
+ensemble predicts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ class GradCam:
     def __init__(self, model: Any, spec: ModelSpec) -> None:
         import keras
 
+        self._model = model
+        self._members: list[tuple[GradCam, int]] = []
+        if spec.is_ensemble:
+            self._members = [
+                (GradCam(model.get_layer(member.extra["layer"]), member), member.preprocessing.image_size)
+                for member in spec.members
+            ]
+            return
         if not spec.feature_layer:
             raise ValueError("this model's record names no feature layer; Grad-CAM needs one")
         backbone = model.get_layer(spec.backbone_layer)
@@ -37,6 +47,8 @@ class GradCam:
         import tensorflow as tf
 
         x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+        if self._members:
+            return self._ensemble_heatmaps(x, class_index)
         with tf.GradientTape() as tape:
             conv, pooled = self._features(self._normalize(x), training=False)
             out = pooled
@@ -54,6 +66,28 @@ class GradCam:
         size = x.shape[1:3]
         cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
         return np.clip(cam.numpy(), 0.0, 1.0)
+
+    def _ensemble_heatmaps(self, x: Any, class_index: int | np.ndarray | None) -> np.ndarray:
+        import tensorflow as tf
+
+        if class_index is None:  # explain what the ensemble predicts, not what each member would
+            class_index = tf.argmax(self._model(x, training=False), axis=1).numpy()
+        size = x.shape[1:3]
+        total = tf.zeros(tf.shape(x)[:3])
+        for member, member_size in self._members:
+            # The same antialiased resize the ensemble's Resizing layer applies in front of this member.
+            heat = member.heatmaps(_resized(x, member_size).numpy(), class_index)
+            total += tf.image.resize(heat[..., None], size, method="bilinear")[..., 0]
+        total = total / (tf.reduce_max(total, axis=(1, 2), keepdims=True) + 1e-8)
+        return np.clip(total.numpy(), 0.0, 1.0)
+
+
+def _resized(x: Any, size: int) -> Any:
+    import tensorflow as tf
+
+    if tuple(x.shape[1:3]) == (size, size):
+        return x
+    return tf.image.resize(x, (size, size), method="bilinear", antialias=True)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -36,10 +36,18 @@ class ModelSpec:
     """Last convolutional activation inside the backbone (Grad-CAM's target)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Stage-specific provenance: training config, data fingerprint, history summary."""
+    members: list[ModelSpec] = field(default_factory=list)
+    """Set on an ensemble (``backbone_layer`` and ``feature_layer`` empty): each member's own record, its
+    ``extra["layer"]`` naming the nested member model inside the ensemble's Keras model."""
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.members)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocessing"] = self.preprocessing.to_dict()
+        data["members"] = [member.to_dict() for member in self.members]
         data["format"] = FORMAT
         return data
 
@@ -55,6 +63,7 @@ class ModelSpec:
             backbone_layer=data.get("backbone_layer", "backbone"),
             feature_layer=data.get("feature_layer", ""),
             extra=dict(data.get("extra", {})),
+            members=[cls.from_dict(member) for member in data.get("members", [])],
         )
 
     def with_extra(self, **extra: Any) -> ModelSpec:

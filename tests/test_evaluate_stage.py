@@ -19,9 +19,11 @@ import yaml
 from PIL import Image
 
 from radpipe import storage
+from radpipe.classifier import Classifier
 from radpipe.components.evaluate_and_register import plots as plotting
 from radpipe.components.evaluate_and_register import stage
 from radpipe.components.evaluate_and_register.component import evaluate_and_register
+from radpipe.components.evaluate_and_register.ensemble import validation_metrics
 from radpipe.components.prepare_base.prepare_base import prepare_base
 from radpipe.components.train import stage as train_stage
 from radpipe.config import ModelConfig
@@ -282,3 +284,65 @@ def test_a_plot_that_throws_leaves_the_registry_untouched(
         "challenger": "1",
     }
     assert client.get_run(parent).info.status == "FAILED"
+
+
+def run_search(url: str, dataset: Path, candidate_dirs: list[Path], name: str, out: Path):  # type: ignore[no-untyped-def]
+    return stage.run(
+        dataset_dir=str(dataset),
+        candidate_dirs=[str(d) for d in candidate_dirs],
+        evaluate={**FAST_EVALUATE, "ensemble": 2},
+        register={"model_name": name},
+        track=track(url),
+        parent_run_id=parent_run(url),
+        data_fingerprint=read_manifest(dataset)["fingerprint"],
+        report_path=str(out / "report.html"),
+        model_card_path=str(out / "model_card.md"),
+    )
+
+
+def test_an_ensemble_no_worse_on_validation_is_registered_as_one_model_in_its_own_child_run(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    good = candidate(models, ingested_tiny, server, "good", tmp_path)
+    twin = shutil.copytree(good, tmp_path / "twin")  # the same predictions: the average ties on validation
+    storage.atomic_write_json(twin / SPEC_FILE, read_spec(twin).with_extra(candidate="twin").to_dict())
+    result = run_search(server, ingested_tiny, [good, twin], "averaged", tmp_path)
+    assert result.candidate == "ensemble(good+twin)" and result.registered.uri == "models:/averaged/1"
+
+    client = client_for(server)
+    version = client.get_model_version("averaged", "1")
+    assert version.tags["radpipe.members"] == "good,twin" and version.tags["radpipe.candidate"] == result.candidate
+    run = client.get_run(version.run_id)  # made by the stage: a child of the pipeline's run, closed
+    parent = run.data.tags["mlflow.parentRunId"]
+    assert parent and run.info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
+    assert run.data.tags["radpipe.members"] == "good,twin" and "val_macro_f1" in run.data.metrics
+    listed = {a.path for a in client.list_artifacts(version.run_id, "evaluation/plots")}
+    assert "evaluation/plots/gradcam.png" in listed
+    assert "Ensemble" in (tmp_path / "model_card.md").read_text()
+
+    # The registered model is one model whose record lists its members; it predicts as the member does.
+    registered = Classifier.load("models:/averaged/1")
+    single = Classifier.load(str(good))
+    assert [m.extra["candidate"] for m in registered.spec.members] == ["good", "twin"]
+    test = load_split(ingested_tiny, "test", single.spec.preprocessing, single.class_names)
+    np.testing.assert_allclose(registered.predict_arrays(test.images), single.predict_arrays(test.images), atol=1e-5)
+
+
+def test_an_ensemble_worse_on_validation_is_not_registered(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    good = candidate(models, ingested_tiny, server, "good", tmp_path)
+    constant = candidate(models, ingested_tiny, server, "constant", tmp_path)
+    val = load_split(ingested_tiny, "val", read_spec(good).preprocessing, read_spec(good).class_names)
+    for path in (good, constant):  # what training records: each candidate's own validation scores
+        probabilities = Classifier.load(str(path)).predict_arrays(val.images)
+        spec = read_spec(path).with_extra(val_metrics=validation_metrics(val.labels, probabilities, 2))
+        storage.atomic_write_json(path / SPEC_FILE, spec.to_dict())
+    # Precondition: "constant" always says the first class; averaged in, it halves good's confidence.
+    assert (
+        read_spec(good).extra["val_metrics"]["val_accuracy"] > read_spec(constant).extra["val_metrics"]["val_accuracy"]
+    )
+    result = run_search(server, ingested_tiny, [good, constant], "not-averaged", tmp_path)
+    assert result.candidate == "good"
+    version = client_for(server).get_model_version("not-averaged", "1")
+    assert "radpipe.members" not in version.tags and not Classifier.load("models:/not-averaged/1").spec.is_ensemble

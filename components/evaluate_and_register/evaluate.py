@@ -23,7 +23,8 @@ SELECTION_KEYS = ("val_macro_f1", "val_accuracy")
 
 @dataclass
 class Candidate:
-    path: Path
+    path: Path | None
+    """None for an ensemble built in this stage (its model is in memory)."""
     spec: ModelSpec
     name: str
     run_id: str
@@ -166,5 +167,7 @@ def micro_roc(evaluation: Evaluation, max_points: int = 200) -> tuple[list[float
 
 
 def load_candidate(candidate: Candidate) -> Any:
+    if candidate.path is None:
+        raise RadpipeError(f"candidate '{candidate.name}' has no model folder to load")
     model, _ = load_model_dir(candidate.path)
     return model

@@ -16,6 +16,7 @@ from radpipe.components.evaluate_and_register.findings import (
     fmt_interval,
     safe_source,
 )
+from radpipe.modelspec import ModelSpec
 
 METRIC_NAMES = {
     "accuracy": "Accuracy",
@@ -79,7 +80,21 @@ def _model(f: Findings) -> str:
             ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
             ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
             ("Classes", ", ".join(spec.class_names)),
+            *([("Ensemble", _members(spec))] if spec.is_ensemble else []),
         ]
+    )
+
+
+def _members(spec: ModelSpec) -> str:
+    members = [
+        f"`{m.extra.get('candidate', '?')}` ({m.preprocessing.image_size} px, validation accuracy "
+        f"{fmt(m.extra.get('val_metrics', {}).get('val_accuracy'))}, kept epoch {m.extra.get('best_epoch', '?')})"
+        for m in spec.members
+    ]
+    return (
+        f"mean of the class probabilities of {len(members)} candidates, the best on validation: "
+        + "; ".join(members)
+        + ". Each member sees the input resized to its own size; the training settings below are the first member's."
     )
 
 

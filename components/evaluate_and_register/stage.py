@@ -1,6 +1,7 @@
 """The evaluate-and-register stage as one call.
 
-1. Choose the best candidate on validation; score it on test (metrics, calibration, bootstrap intervals).
+1. Choose the best candidate on validation (or the average of the best few, ``evaluate.ensemble``, if it
+   is at least as good there); score it on test (metrics, calibration, bootstrap intervals).
 2. Re-score the current champion on the same test split; decide the gate.
 3. Render the plots (Grad-CAM included).                      -- the registry is untouched up to here
 4. Log metrics, plots and the model to the candidate's MLflow run.
@@ -11,14 +12,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from radpipe import deployment, storage, tracking
+from radpipe.components.evaluate_and_register import ensemble as ensembling
 from radpipe.components.evaluate_and_register import plots as plotting
 from radpipe.components.evaluate_and_register.champion import ChampionScore, rescore_champion
 from radpipe.components.evaluate_and_register.evaluate import (
@@ -81,6 +85,17 @@ def test_metrics_for_mlflow(evaluation: Evaluation) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
 
 
+def ensemble_tags(best: Candidate) -> dict[str, str]:
+    """An ensemble's members by candidate name, and each member's MLflow run."""
+    if not best.spec.is_ensemble:
+        return {}
+    runs = best.spec.extra.get("member_runs", {})
+    return {
+        "radpipe.members": ",".join(m.extra["candidate"] for m in best.spec.members),
+        **{f"radpipe.member_run.{k}": v for k, v in runs.items() if v},
+    }
+
+
 def version_tags(
     best: Candidate, evaluation: Evaluation, decision: Decision, parent_run_id: str, data_fingerprint: str, run_id: str
 ) -> dict[str, str]:
@@ -92,6 +107,7 @@ def version_tags(
         "radpipe.image_size": str(best.spec.preprocessing.image_size),
         "radpipe.model_card": f"runs:/{run_id}/{CARD_ARTIFACT}",
         "radpipe.report": f"runs:/{run_id}/{REPORT_ARTIFACT}",
+        **ensemble_tags(best),
         **{f"radpipe.{k}": f"{v:.4f}" for k, v in best.val_metrics.items()},
         **{
             f"radpipe.test_{k}": f"{v:.4f}" for k, v in evaluation.metrics.items() if k != "images" and math.isfinite(v)
@@ -198,8 +214,13 @@ def _run(
 ) -> EvaluateOutputs:
     name = register_config.model_name
     # 1. Choose on validation, score on test.
-    best = choose(read_candidates(candidate_dirs))
+    candidates = read_candidates(candidate_dirs)
+    best = choose(candidates)
     model = load_candidate(best)
+    if evaluate_config.ensemble > 1:
+        best, model = ensembling.consider(
+            candidates, best, model, dataset_dir, evaluate_config.ensemble, evaluate_config.batch_size
+        )
     test = load_split(dataset_dir, "test", best.spec.preprocessing, best.spec.class_names)
     evaluation = evaluate_split(model, test, evaluate_config.batch_size, evaluate_config.calibration_bins)
     if evaluate_config.bootstrap_samples:
@@ -231,16 +252,22 @@ def _run(
         log("evaluate: note: no absolute gate thresholds set (register.gate.min_macro_f1, min_class_recall)")
     manifest = read_manifest(dataset_dir)
     data = DataSummary.from_manifest(manifest, data_fingerprint)
-    run_id = best.run_id or client.create_run(experiment_id, run_name=f"evaluate-{best.name}").info.run_id
-    with tempfile.TemporaryDirectory(prefix="radpipe-evaluate-") as tmp:
+    own_run = not best.run_id  # an ensemble made here, or candidates trained without MLflow runs
+    run_id = best.run_id or _create_run(client, experiment_id, best, parent_run_id)
+    # The training curves of an ensemble are those of its best member.
+    trained = best.spec.members[0] if best.spec.is_ensemble else best.spec
+    with (
+        _closed_at_end(client, run_id if own_run else ""),
+        tempfile.TemporaryDirectory(prefix="radpipe-evaluate-") as tmp,
+    ):
         # 3. Plots. A plot that fails stops the stage here, before the registry is touched.
         samples = gradcam_samples(model, best.spec, test, evaluation, evaluate_config.gradcam_per_class)
         plots = plotting.write_plots(
             Path(tmp) / "plots",
             evaluation,
             data.counts,
-            list(best.spec.extra.get("history") or []),
-            best.spec.extra.get("best_epoch"),
+            list(trained.extra.get("history") or []),
+            trained.extra.get("best_epoch"),
             samples,
             evaluate_config.gradcam_per_class,
         )
@@ -312,3 +339,28 @@ def _run(
             model_id=model_info.model_id,
         )
     return EvaluateOutputs(registered, best.name, evaluation, decision)
+
+
+def _create_run(client: Any, experiment_id: str, best: Candidate, parent_run_id: str) -> str:
+    """A child run of the pipeline's run for a model no train task logged: an ensemble, with its members."""
+    tags = {"radpipe.candidate": best.name}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(ensemble_tags(best))
+    run_id = client.create_run(experiment_id, run_name=best.name, tags=tags).info.run_id
+    if best.val_metrics:
+        client.log_batch(run_id, metrics=[_metric(k, v) for k, v in best.val_metrics.items()])
+    return run_id
+
+
+@contextlib.contextmanager
+def _closed_at_end(client: Any, run_id: str) -> Iterator[None]:
+    """End a run this stage created: FINISHED, or FAILED if anything below raised."""
+    try:
+        yield
+    except BaseException:
+        if run_id:
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    if run_id:
+        client.set_terminated(run_id, status="FINISHED")

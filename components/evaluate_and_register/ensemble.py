@@ -1,0 +1,133 @@
+"""The average of the best candidates, as one more candidate that competes on validation.
+
+Why: validation splits here are tens of images, so which single candidate scores best on them is partly
+luck, and each candidate's kept epoch was itself picked on the same images. Averaging the probabilities
+of the ``evaluate.ensemble`` best candidates cancels part of that noise and is usually better on unseen
+images and better calibrated. It is still chosen on validation, never on test: the average replaces the
+best single candidate only if it scores at least as well there (macro-F1, then accuracy, then log loss).
+
+The ensemble is one Keras model (``image -> [resize] -> member_i -> average``), saved, logged, served and
+explained like any radpipe model; its record (``ModelSpec.members``) keeps every member's own record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from radpipe.components.evaluate_and_register.evaluate import Candidate, load_candidate, predict
+from radpipe.dataset import load_split
+from radpipe.errors import RadpipeError
+from radpipe.modelspec import ModelSpec
+from radpipe.preprocessing import Preprocessing
+from radpipe.progress import log
+
+MEMBER_LAYER = "member_{}"
+
+
+def ensemble_name(members: list[Candidate]) -> str:
+    return "ensemble(" + "+".join(m.name for m in members) + ")"
+
+
+def build_model(models: list[Any], image_sizes: list[int]) -> Any:
+    """One Keras model averaging the members' probabilities; input at the largest member's size, and an
+    antialiased resize in front of each smaller member (downscaling loses less than upscaling)."""
+    import keras
+
+    size = max(image_sizes)
+    inputs = keras.Input((size, size, 3), name="image", dtype="float32")
+    outputs = []
+    for i, (model, member_size) in enumerate(zip(models, image_sizes, strict=True)):
+        member = keras.Model(model.input, model.output, name=MEMBER_LAYER.format(i))  # unique layer name
+        x = inputs
+        if member_size != size:
+            x = keras.layers.Resizing(
+                member_size, member_size, interpolation="bilinear", antialias=True, name=f"resize_{i}"
+            )(x)
+        outputs.append(member(x, training=False))
+    probabilities = keras.layers.Average(name="probabilities")(outputs)
+    return keras.Model(inputs, probabilities, name="radpipe_ensemble")
+
+
+def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> ModelSpec:
+    """The ensemble's record: its input, its members' records, and (for the model card) the best member's
+    training provenance under ``extra``."""
+    class_names = members[0].spec.class_names
+    for m in members[1:]:
+        if m.spec.class_names != class_names:
+            raise RadpipeError(
+                f"candidates '{members[0].name}' and '{m.name}' have different classes ({class_names} vs "
+                f"{m.spec.class_names}); they were not trained on the same data set, so they cannot be averaged"
+            )
+    top = members[0].spec
+    return ModelSpec(
+        class_names=list(class_names),
+        preprocessing=Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members)),
+        backbone="+".join(dict.fromkeys(m.spec.backbone for m in members)),
+        weights=top.weights if all(m.spec.weights == top.weights for m in members) else "mixed",
+        backbone_layer="",
+        feature_layer="",
+        extra={
+            **{k: top.extra[k] for k in ("model_config", "train_config", "weights_sha256", "seeds") if k in top.extra},
+            "candidate": ensemble_name(members),
+            "parameters": sum(int(m.spec.extra.get("parameters") or 0) for m in members) or None,
+            "val_metrics": val_metrics,
+            "member_runs": {m.name: m.run_id for m in members},
+        },
+        members=[
+            ModelSpec(
+                **{**m.spec.__dict__, "extra": {**m.spec.extra, "layer": MEMBER_LAYER.format(i), "candidate": m.name}}
+            )
+            for i, m in enumerate(members)
+        ],
+    )
+
+
+def validation_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: int) -> dict[str, float]:
+    """What training records for a candidate's kept epoch, computed the same way."""
+    from sklearn.metrics import f1_score, log_loss
+
+    predicted = probabilities.argmax(axis=1)
+    ids = list(range(classes))
+    return {
+        "val_accuracy": float((predicted == labels).mean()),
+        "val_macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
+        "val_loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=ids)),
+    }
+
+
+def consider(
+    candidates: list[Candidate], best: Candidate, best_model: Any, dataset_dir: str, size: int, batch_size: int
+) -> tuple[Candidate, Any]:
+    """``best`` and its model, or the average of the ``size`` best candidates if it is at least as good on
+    validation. Both are scored here by the same code on the same images, so the comparison is fair."""
+    ranked = sorted(sorted(candidates, key=lambda c: c.name), key=Candidate.selection_key, reverse=True)
+    members = ranked[: min(size, len(ranked))]
+    if len(members) < 2:
+        return best, best_model
+    models = [best_model if m is best else load_candidate(m) for m in members]
+    model = build_model(models, [m.spec.preprocessing.image_size for m in members])
+    name = ensemble_name(members)
+    scored: dict[str, dict[str, float]] = {}
+    for label, spec, scorer in ((best.name, best.spec, best_model), (name, None, model)):
+        preprocessing = spec.preprocessing if spec else Preprocessing(image_size=model.input_shape[1])
+        val = load_split(dataset_dir, "val", preprocessing, best.spec.class_names)
+        if len(val) == 0:
+            log("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
+            return best, best_model
+        probabilities = predict(scorer, val, batch_size, f"evaluate: validation of {label}")
+        scored[label] = validation_metrics(val.labels, probabilities, len(best.spec.class_names))
+    single, average = scored[best.name], scored[name]
+    for label, metrics in scored.items():
+        log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+
+    def key(m: dict[str, float]) -> tuple[float, float, float]:
+        return m["val_macro_f1"], m["val_accuracy"], -m["val_loss"]
+
+    if key(average) < key(single):
+        log(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
+        return best, best_model
+    log(f"evaluate: chose {name} on validation over '{best.name}'")
+    ensemble = Candidate(path=None, spec=build_spec(members, average), name=name, run_id="", val_metrics=average)
+    return ensemble, model
