@@ -93,10 +93,12 @@ def main() -> int:
                     "chosen": run.info.run_id == registered.run_id,
                     "train_seconds": metrics.get("train_seconds"),
                     "best_epoch": metrics.get("best_epoch"),
+                    # A train task logs its kept epoch as best_val_*; an ensemble's run, made by
+                    # evaluate-and-register, logs val_*.
                     **{
-                        k: metrics[k]
-                        for k in ("best_val_accuracy", "best_val_macro_f1", "best_val_loss")
-                        if k in metrics
+                        f"best_{k}": metrics.get(f"best_{k}", metrics.get(k))
+                        for k in ("val_accuracy", "val_macro_f1", "val_loss")
+                        if f"best_{k}" in metrics or k in metrics
                     },
                     "test_accuracy": metrics.get("test_accuracy"),
                     "test_macro_f1": metrics.get("test_macro_f1"),

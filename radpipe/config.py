@@ -260,6 +260,10 @@ class TrainConfig(Section):
         )
 
 
+SELECT_BY = ("val_loss", "val_macro_f1", "val_accuracy")
+"""Validation metrics ``evaluate.select_by`` may name; the others break ties, in this order."""
+
+
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
     """The evaluate-and-register stage's scoring, plots and confidence intervals."""
@@ -274,12 +278,22 @@ class EvaluateConfig(Section):
     """Test images per class in the Grad-CAM grid, for each outcome (correct, wrong); 0 = no grid."""
     seed: int = 0
     """Seed of the bootstrap resampling (intervals are reproducible)."""
+    select_by: str = "val_loss"
+    """How candidates (and an ensemble) are ranked on validation: ``val_loss`` (log loss), ``val_macro_f1``
+    or ``val_accuracy``; the others break ties. Log loss by default: on tens of validation images, with
+    a class of a few, accuracy and macro-F1 move in steps of whole images and favour luck; the log loss
+    uses every probability, and it is what picks each candidate's kept epoch."""
     ensemble: int = 1
     """Average the N best candidates on validation into one model, registered instead of the best single
     candidate if it scores at least as well on validation; 1 = the best single candidate, no averaging."""
 
     def validate(self, path: str) -> None:
         _check(self.batch_size >= 1, _join(path, "batch_size"), "must be >= 1")
+        _check(
+            self.select_by in SELECT_BY,
+            _join(path, "select_by"),
+            f"must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}",
+        )
         _check(1 <= self.ensemble <= 10, _join(path, "ensemble"), f"must be 1 (off) to 10, got {self.ensemble}")
         _check(
             self.bootstrap_samples == 0 or 100 <= self.bootstrap_samples <= 100_000,

@@ -130,9 +130,9 @@ def test_search_chooses_on_validation_and_is_reproducible(workdir: Path) -> None
         [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
     )
     assert sorted(run.data.tags["radpipe.candidate"] for run in children) == ["fast", "slow"]
-    # The chosen one has the best validation macro-F1; only it was scored on test.
-    chosen = client.get_run(version.run_id).data.metrics["best_val_macro_f1"]
-    assert chosen == max(run.data.metrics["best_val_macro_f1"] for run in children)
+    # The chosen one has the lowest validation loss (evaluate.select_by); only it was scored on test.
+    chosen = client.get_run(version.run_id).data.metrics["best_val_loss"]
+    assert chosen == min(run.data.metrics["best_val_loss"] for run in children)
     scored = [run.info.run_id for run in children if "test_accuracy" in run.data.metrics]
     assert scored == [version.run_id]
     # Candidates share backbone, weights and size: features are computed once and then read from the cache.

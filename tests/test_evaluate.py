@@ -61,14 +61,18 @@ def candidate(name: str, **val: float) -> Candidate:
     return Candidate(Path(name), spec, name, "", val)
 
 
-def test_choice_uses_validation_macro_f1_then_accuracy_then_loss() -> None:
-    picked = choose([candidate("x", val_macro_f1=0.7, val_accuracy=0.9), candidate("y", val_macro_f1=0.8)])
-    assert picked.name == "y"
+def test_choice_is_by_validation_loss_by_default_with_the_others_breaking_ties() -> None:
+    sharp = candidate("sharp", val_loss=0.40, val_macro_f1=0.80, val_accuracy=0.85)
+    lucky = candidate("lucky", val_loss=0.45, val_macro_f1=0.90, val_accuracy=0.90)
+    assert choose([lucky, sharp]).name == "sharp"
+    assert choose([lucky, sharp], "val_macro_f1").name == "lucky"
+    assert choose([candidate("x", val_accuracy=0.9), candidate("y", val_accuracy=0.8)], "val_accuracy").name == "x"
     tie = [
         candidate("p", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.5),
         candidate("q", val_macro_f1=0.8, val_accuracy=0.8, val_loss=0.4),
     ]
-    assert choose(tie).name == "q"
+    assert choose(tie, "val_macro_f1").name == "q"  # equal F1 and accuracy: the lower loss
+    assert choose([candidate("m", val_loss=0.3), candidate("n")]).name == "m"  # a missing metric ranks last
     same = [candidate("b", val_macro_f1=0.5), candidate("a", val_macro_f1=0.5)]
     assert choose(same).name == choose(list(reversed(same))).name  # deterministic on exact ties
 

@@ -3,8 +3,8 @@
 Why: validation splits here are tens of images, so which single candidate scores best on them is partly
 luck, and each candidate's kept epoch was itself picked on the same images. Averaging the probabilities
 of the ``evaluate.ensemble`` best candidates cancels part of that noise and is usually better on unseen
-images and better calibrated. It is still chosen on validation, never on test: the average replaces the
-best single candidate only if it scores at least as well there (macro-F1, then accuracy, then log loss).
+images. It is still chosen on validation, never on test: the average replaces the best single candidate
+only if it scores at least as well there, by the same rule that ranks candidates (``evaluate.select_by``).
 
 The ensemble is one Keras model (``image -> [resize] -> member_i -> average``), saved, logged, served and
 explained like any radpipe model; its record (``ModelSpec.members``) keeps every member's own record.
@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from radpipe.components.evaluate_and_register.evaluate import Candidate, load_candidate, predict
+from radpipe.components.evaluate_and_register.evaluate import (
+    Candidate,
+    load_candidate,
+    predict,
+    ranked,
+    selection_key,
+)
 from radpipe.dataset import load_split
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
@@ -98,12 +104,17 @@ def validation_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: i
 
 
 def consider(
-    candidates: list[Candidate], best: Candidate, best_model: Any, dataset_dir: str, size: int, batch_size: int
+    candidates: list[Candidate],
+    best: Candidate,
+    best_model: Any,
+    dataset_dir: str,
+    size: int,
+    batch_size: int,
+    select_by: str = "val_loss",
 ) -> tuple[Candidate, Any]:
     """``best`` and its model, or the average of the ``size`` best candidates if it is at least as good on
     validation. Both are scored here by the same code on the same images, so the comparison is fair."""
-    ranked = sorted(sorted(candidates, key=lambda c: c.name), key=Candidate.selection_key, reverse=True)
-    members = ranked[: min(size, len(ranked))]
+    members = ranked(candidates, select_by)[:size]
     if len(members) < 2:
         return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]
@@ -121,11 +132,7 @@ def consider(
     single, average = scored[best.name], scored[name]
     for label, metrics in scored.items():
         log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-
-    def key(m: dict[str, float]) -> tuple[float, float, float]:
-        return m["val_macro_f1"], m["val_accuracy"], -m["val_loss"]
-
-    if key(average) < key(single):
+    if selection_key(average, select_by) < selection_key(single, select_by):
         log(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
         return best, best_model
     log(f"evaluate: chose {name} on validation over '{best.name}'")

@@ -13,12 +13,22 @@ import numpy as np
 
 from radpipe.components.evaluate_and_register.calibration import Reliability, reliability
 from radpipe.components.evaluate_and_register.intervals import Intervals
+from radpipe.config import SELECT_BY
 from radpipe.dataset import Split
 from radpipe.errors import DataError, RadpipeError
 from radpipe.modelspec import ModelSpec, load_model_dir, read_spec
 from radpipe.progress import Progress, log
 
-SELECTION_KEYS = ("val_macro_f1", "val_accuracy")
+
+def selection_key(metrics: dict[str, float], select_by: str = "val_loss") -> tuple[float, ...]:
+    """Higher is better: ``select_by`` first, then the others (a loss counts negated, a missing metric worst)."""
+
+    def score(key: str) -> float:
+        if key == "val_loss":
+            return -metrics.get(key, float("inf"))
+        return metrics.get(key, float("-inf"))
+
+    return tuple(score(k) for k in (select_by, *(k for k in SELECT_BY if k != select_by)))
 
 
 @dataclass
@@ -30,12 +40,8 @@ class Candidate:
     run_id: str
     val_metrics: dict[str, float]
 
-    def selection_key(self) -> tuple[float, ...]:
-        # Higher macro-F1, then accuracy, then lower loss; the name breaks exact ties deterministically.
-        return (
-            *(self.val_metrics.get(k, float("-inf")) for k in SELECTION_KEYS),
-            -self.val_metrics.get("val_loss", float("inf")),
-        )
+    def selection_key(self, select_by: str = "val_loss") -> tuple[float, ...]:
+        return selection_key(self.val_metrics, select_by)
 
 
 def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[Candidate]:
@@ -57,9 +63,17 @@ def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[
     return candidates
 
 
-def choose(candidates: list[Candidate]) -> Candidate:
-    best = max(sorted(candidates, key=lambda c: c.name), key=Candidate.selection_key)
-    for c in sorted(candidates, key=Candidate.selection_key, reverse=True):
+def ranked(candidates: list[Candidate], select_by: str = "val_loss") -> list[Candidate]:
+    """Best first; the name breaks exact ties, so the order never depends on the order tasks finished."""
+    by_name = sorted(candidates, key=lambda c: c.name)
+    return sorted(by_name, key=lambda c: c.selection_key(select_by), reverse=True)
+
+
+def choose(candidates: list[Candidate], select_by: str = "val_loss") -> Candidate:
+    order = ranked(candidates, select_by)
+    best = order[0]
+    log(f"evaluate: candidates ranked by {select_by} on validation")
+    for c in order:
         marker = "*" if c is best else " "
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(c.val_metrics.items()))
         log(f"evaluate: {marker} {c.name}: {metrics}")

@@ -215,11 +215,17 @@ def _run(
     name = register_config.model_name
     # 1. Choose on validation, score on test.
     candidates = read_candidates(candidate_dirs)
-    best = choose(candidates)
+    best = choose(candidates, evaluate_config.select_by)
     model = load_candidate(best)
     if evaluate_config.ensemble > 1:
         best, model = ensembling.consider(
-            candidates, best, model, dataset_dir, evaluate_config.ensemble, evaluate_config.batch_size
+            candidates,
+            best,
+            model,
+            dataset_dir,
+            evaluate_config.ensemble,
+            evaluate_config.batch_size,
+            evaluate_config.select_by,
         )
     test = load_split(dataset_dir, "test", best.spec.preprocessing, best.spec.class_names)
     evaluation = evaluate_split(model, test, evaluate_config.batch_size, evaluate_config.calibration_bins)
