@@ -57,6 +57,25 @@ def build_model(weights: str, image_size: int, workdir: Path) -> Path:
     return target
 
 
+def served_model(uri: str, workdir: Path) -> tuple[Path, str]:
+    """A local copy of ``uri`` as a radpipe model folder, and a description of it."""
+    from radpipe.classifier import Classifier
+    from radpipe.modelspec import save_model_dir
+
+    classifier = Classifier.load(uri)
+    target = workdir / "model"
+    save_model_dir(classifier.model, classifier.spec, target)
+    spec = classifier.spec
+    members = f", ensemble of {len(spec.members)}" if spec.is_ensemble else ""
+    return target, f"{uri} ({spec.backbone} {spec.preprocessing.image_size}px{members})"
+
+
+def read_spec_size(model_dir: Path) -> int:
+    from radpipe.modelspec import read_spec
+
+    return read_spec(model_dir).preprocessing.image_size
+
+
 def request_images(source: Path, image_size: int, limit: int) -> list[bytes]:
     """PNG files of ``image_size``² made from the sample's CT slices (what a client would upload)."""
     from PIL import Image
@@ -202,6 +221,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="imagenet", help="backbone weights: a .h5 file, 'imagenet' or 'none'")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--model",
+        default="",
+        help="serve this model instead (a radpipe or MLflow model folder, or models:/NAME@ALIAS); its record sets "
+        "the image size, e.g. the search's registered ensemble",
+    )
     parser.add_argument("--images", type=Path, default=REPO / "examples" / "chest-ct-sample")
     parser.add_argument("--distinct-images", type=int, default=24, help="distinct request bodies to cycle through")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per concurrency level")
@@ -216,7 +241,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="radpipe-serve-bench-") as tmp:
         workdir = Path(tmp)
         load_before = load_average()
-        model_dir = build_model(args.weights, args.image_size, workdir)
+        if args.model:
+            model_dir, described = served_model(args.model, workdir)
+        else:
+            model_dir = build_model(args.weights, args.image_size, workdir)
+            described = f"MobileNetV2 {args.image_size}px ({args.weights})"
+        args.image_size = read_spec_size(model_dir)
         pngs = request_images(args.images, args.image_size, args.distinct_images)
         bodies = [
             json.dumps(
@@ -228,7 +258,7 @@ def main() -> int:
             ).encode()
             for p in pngs
         ]
-        print(f"model: MobileNetV2 {args.image_size}px ({args.weights}); {len(pngs)} distinct PNG bodies", flush=True)
+        print(f"model: {described}; {len(pngs)} distinct PNG bodies", flush=True)
 
         bare = bare_loop(model_dir, pngs, args.bare_rounds)
         print(f"bare loop: {json.dumps(bare)}", flush=True)
@@ -258,7 +288,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "load_average_before": load_before,
         "image_size": args.image_size,
-        "weights": args.weights,
+        "model": described,
         "max_batch_size": args.max_batch_size,
         "bare": bare,
         "bare_after": bare_after,
