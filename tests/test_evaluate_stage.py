@@ -23,12 +23,12 @@ from radpipe.classifier import Classifier
 from radpipe.components.evaluate_and_register import plots as plotting
 from radpipe.components.evaluate_and_register import stage
 from radpipe.components.evaluate_and_register.component import evaluate_and_register
-from radpipe.components.evaluate_and_register.ensemble import validation_metrics
 from radpipe.components.prepare_base.prepare_base import prepare_base
 from radpipe.components.train import stage as train_stage
 from radpipe.config import ModelConfig
 from radpipe.dataset import load_split, read_manifest
 from radpipe.modelspec import SPEC_FILE, load_model_dir, read_spec, save_model_dir
+from radpipe.validation import validation_scores
 
 from conftest import MlflowServer
 
@@ -336,7 +336,7 @@ def test_an_ensemble_worse_on_validation_is_not_registered(
     val = load_split(ingested_tiny, "val", read_spec(good).preprocessing, read_spec(good).class_names)
     for path in (good, constant):  # what training records: each candidate's own validation scores
         probabilities = Classifier.load(str(path)).predict_arrays(val.images)
-        spec = read_spec(path).with_extra(val_metrics=validation_metrics(val.labels, probabilities, 2))
+        spec = read_spec(path).with_extra(val_metrics=validation_scores(val.labels, probabilities, 2))
         storage.atomic_write_json(path / SPEC_FILE, spec.to_dict())
     # Precondition: "constant" always says the first class; averaged in, it halves good's confidence.
     assert (

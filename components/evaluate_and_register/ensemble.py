@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from radpipe.components.evaluate_and_register.evaluate import (
     Candidate,
     load_candidate,
@@ -28,6 +26,7 @@ from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
 from radpipe.progress import log
+from radpipe.validation import validation_scores
 
 MEMBER_LAYER = "member_{}"
 
@@ -90,19 +89,6 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
     )
 
 
-def validation_metrics(labels: np.ndarray, probabilities: np.ndarray, classes: int) -> dict[str, float]:
-    """What training records for a candidate's kept epoch, computed the same way."""
-    from sklearn.metrics import f1_score, log_loss
-
-    predicted = probabilities.argmax(axis=1)
-    ids = list(range(classes))
-    return {
-        "val_accuracy": float((predicted == labels).mean()),
-        "val_macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
-        "val_loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=ids)),
-    }
-
-
 def consider(
     candidates: list[Candidate],
     best: Candidate,
@@ -128,7 +114,7 @@ def consider(
             log("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
             return best, best_model
         probabilities = predict(scorer, val, batch_size, f"evaluate: validation of {label}")
-        scored[label] = validation_metrics(val.labels, probabilities, len(best.spec.class_names))
+        scored[label] = validation_scores(val.labels, probabilities, len(best.spec.class_names))
     single, average = scored[best.name], scored[name]
     for label, metrics in scored.items():
         log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))

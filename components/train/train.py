@@ -25,6 +25,7 @@ from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import DataError
 from radpipe.modelspec import ModelSpec, load_model_dir, save_model_dir
 from radpipe.progress import log
+from radpipe.validation import validation_scores
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -176,16 +177,8 @@ def _epoch_reporter(phase: str, total_epochs: int, on_epoch: EpochCallback | Non
 
 
 def validation_metrics(model: Any, split: Split, batch_size: int) -> dict[str, float]:
-    from sklearn.metrics import f1_score, log_loss
-
     probs = model.predict(to_dataset(split, batch_size, False, 0), verbose=0)
-    predicted = probs.argmax(axis=1)
-    labels = list(range(len(split.class_names)))
-    return {
-        "val_accuracy": float((predicted == split.labels).mean()),
-        "val_macro_f1": float(f1_score(split.labels, predicted, labels=labels, average="macro", zero_division=0)),
-        "val_loss": float(log_loss(split.labels, np.clip(probs, 1e-7, 1.0), labels=labels)),
-    }
+    return validation_scores(split.labels, probs, len(split.class_names))
 
 
 def head_model(model: Any, spec: ModelSpec) -> Any:
