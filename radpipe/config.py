@@ -283,6 +283,10 @@ class EvaluateConfig(Section):
     or ``val_accuracy``; the others break ties. Log loss by default: on tens of validation images, with
     a class of a few, accuracy and macro-F1 move in steps of whole images and favour luck; the log loss
     uses every probability, and it is what picks each candidate's kept epoch."""
+    calibrate: bool = True
+    """Fit a temperature on the validation split (log loss) and bake it into the registered model, so its
+    probabilities mean what they say; needs 30 validation images, else the model is registered as is
+    and its record says why."""
     ensemble: int = 1
     """Average the N best candidates on validation into one model, registered instead of the best single
     candidate if it scores at least as well on validation; 1 = the best single candidate, no averaging."""

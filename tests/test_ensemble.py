@@ -75,3 +75,17 @@ def test_candidates_of_different_data_sets_are_not_averaged(members: list[Path],
     candidates = read_candidates([str(members[0]), str(other)])
     with pytest.raises(RadpipeError, match="different classes"):
         ensemble.build_spec(candidates, {})
+
+
+def test_a_temperature_scales_every_member_of_an_ensemble(members: list[Path]) -> None:
+    from radpipe.components.evaluate_and_register import temperature
+
+    candidates = read_candidates([str(d) for d in members])
+    model = ensemble.build_model([load_candidate(c) for c in candidates], [32, 40])
+    spec = ensemble.build_spec(candidates, {})
+    x = images(40, 5)
+    per_member = temperature.member_probabilities(model, spec, x, batch_size=2)
+    assert len(per_member) == 2 and per_member[0].shape == (5, 3)
+    np.testing.assert_allclose(np.mean(per_member, axis=0), model.predict_on_batch(x), atol=1e-5)
+    temperature.apply(model, spec, 2.0)
+    np.testing.assert_allclose(model.predict_on_batch(x), temperature.scaled(per_member, 2.0), atol=1e-5)

@@ -30,7 +30,7 @@ from radpipe.dataset import load_split, read_manifest
 from radpipe.modelspec import SPEC_FILE, load_model_dir, read_spec, save_model_dir
 from radpipe.validation import validation_scores
 
-from conftest import MlflowServer
+from conftest import MlflowServer, make_tree
 
 EXPERIMENT = "radpipe-stage-test"
 FAST_EVALUATE = {"bootstrap_samples": 200, "gradcam_per_class": 1}
@@ -312,6 +312,7 @@ def test_an_ensemble_no_worse_on_validation_is_registered_as_one_model_in_its_ow
     client = client_for(server)
     version = client.get_model_version("averaged", "1")
     assert version.tags["radpipe.members"] == "good,twin" and version.tags["radpipe.candidate"] == result.candidate
+    assert version.tags["radpipe.temperature"].startswith("not fitted: 4 validation images")
     run = client.get_run(version.run_id)  # made by the stage: a child of the pipeline's run, closed
     parent = run.data.tags["mlflow.parentRunId"]
     assert parent and run.info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
@@ -346,3 +347,33 @@ def test_an_ensemble_worse_on_validation_is_not_registered(
     assert result.candidate == "good"
     version = client_for(server).get_model_version("not-averaged", "1")
     assert "radpipe.members" not in version.tags and not Classifier.load("models:/not-averaged/1").spec.is_ensemble
+
+
+def test_a_temperature_fitted_on_validation_is_baked_into_the_registered_model(
+    server: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    from radpipe.components.evaluate_and_register import temperature
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.config import DataConfig
+
+    # The same two classes, with enough validation images to fit a temperature on.
+    make_tree(tmp_path / "src", {"cats": 40, "dogs": 40}, seed=500)
+    ingest(DataConfig(uri=str(tmp_path / "src"), val_fraction=0.45), tmp_path / "dataset", tmp_path / "work")
+    dataset = tmp_path / "dataset"
+    trained = candidate(models, dataset, server, "trained", tmp_path)
+    val = load_split(dataset, "val", read_spec(trained).preprocessing, read_spec(trained).class_names)
+    assert len(val) >= temperature.MIN_IMAGES
+
+    run_stage(server, dataset, trained, "calibrated", tmp_path)
+    tags = client_for(server).get_model_version("calibrated", "1").tags
+    fitted = float(tags["radpipe.temperature"])
+    assert temperature.BOUNDS[0] <= fitted <= temperature.BOUNDS[1]
+    registered = Classifier.load("models:/calibrated/1")
+    assert registered.spec.extra["temperature"]["value"] == pytest.approx(fitted, abs=1e-4)
+    found = registered.spec.extra["temperature"]
+    assert found["val_loss_after"] <= found["val_loss_before"]
+    raw = Classifier.load(str(trained)).predict_arrays(val.images)
+    np.testing.assert_allclose(
+        registered.predict_arrays(val.images), temperature.scaled([raw], found["value"]), atol=1e-4
+    )
+    assert "Calibration**: temperature" in (tmp_path / "model_card.md").read_text()

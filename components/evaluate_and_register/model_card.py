@@ -81,7 +81,18 @@ def _model(f: Findings) -> str:
             ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
             ("Classes", ", ".join(spec.class_names)),
             *([("Ensemble", _members(spec))] if spec.is_ensemble else []),
+            *([("Calibration", _temperature(extra["temperature"]))] if extra.get("temperature") else []),
         ]
+    )
+
+
+def _temperature(found: dict[str, Any]) -> str:
+    if "skipped" in found:
+        return f"none ({found['skipped']})"
+    return (
+        f"temperature {fmt(found['value'])} fitted on the validation split (its log loss "
+        f"{fmt(found['val_loss_before'], 4)} -> {fmt(found['val_loss_after'], 4)}): the logits are divided by it, "
+        "so a single model's predicted class is unchanged"
     )
 
 

@@ -1,7 +1,8 @@
 """The evaluate-and-register stage as one call.
 
 1. Choose the best candidate on validation (or the average of the best few, ``evaluate.ensemble``, if it
-   is at least as good there); score it on test (metrics, calibration, bootstrap intervals).
+   is at least as good there); fit its temperature on validation (``evaluate.calibrate``); score it on
+   test (metrics, calibration, bootstrap intervals).
 2. Re-score the current champion on the same test split; decide the gate.
 3. Render the plots (Grad-CAM included).                      -- the registry is untouched up to here
 4. Log metrics, plots and the model to the candidate's MLflow run.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tempfile
 import time
@@ -24,6 +26,7 @@ from typing import Any
 from radpipe import deployment, storage, tracking
 from radpipe.components.evaluate_and_register import ensemble as ensembling
 from radpipe.components.evaluate_and_register import plots as plotting
+from radpipe.components.evaluate_and_register import temperature
 from radpipe.components.evaluate_and_register.champion import ChampionScore, rescore_champion
 from radpipe.components.evaluate_and_register.evaluate import (
     Candidate,
@@ -43,6 +46,7 @@ from radpipe.components.evaluate_and_register.report import build_report
 from radpipe.config import EvaluateConfig, RegisterConfig, TrackingConfig
 from radpipe.dataset import load_split, read_manifest
 from radpipe.errors import RadpipeError
+from radpipe.modelspec import ModelSpec
 from radpipe.progress import log
 
 CARD_ARTIFACT = "evaluation/model_card.md"
@@ -96,6 +100,15 @@ def ensemble_tags(best: Candidate) -> dict[str, str]:
     }
 
 
+def temperature_tags(spec: ModelSpec) -> dict[str, str]:
+    found = spec.extra.get("temperature")
+    if not found:
+        return {}
+    if "skipped" in found:
+        return {"radpipe.temperature": f"not fitted: {found['skipped']}"}
+    return {"radpipe.temperature": f"{found['value']:.4f}"}
+
+
 def version_tags(
     best: Candidate, evaluation: Evaluation, decision: Decision, parent_run_id: str, data_fingerprint: str, run_id: str
 ) -> dict[str, str]:
@@ -108,6 +121,7 @@ def version_tags(
         "radpipe.model_card": f"runs:/{run_id}/{CARD_ARTIFACT}",
         "radpipe.report": f"runs:/{run_id}/{REPORT_ARTIFACT}",
         **ensemble_tags(best),
+        **temperature_tags(best.spec),
         **{f"radpipe.{k}": f"{v:.4f}" for k, v in best.val_metrics.items()},
         **{
             f"radpipe.test_{k}": f"{v:.4f}" for k, v in evaluation.metrics.items() if k != "images" and math.isfinite(v)
@@ -227,6 +241,10 @@ def _run(
             evaluate_config.batch_size,
             evaluate_config.select_by,
         )
+    if evaluate_config.calibrate:
+        val = load_split(dataset_dir, "val", best.spec.preprocessing, best.spec.class_names)
+        spec = temperature.calibrate(model, best.spec, val.images, val.labels, evaluate_config.batch_size)
+        best = dataclasses.replace(best, spec=spec)
     test = load_split(dataset_dir, "test", best.spec.preprocessing, best.spec.class_names)
     evaluation = evaluate_split(model, test, evaluate_config.batch_size, evaluate_config.calibration_bins)
     if evaluate_config.bootstrap_samples:

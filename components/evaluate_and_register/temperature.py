@@ -1,0 +1,107 @@
+"""Temperature scaling: the chosen model's probabilities calibrated on the validation split.
+
+Why: training with label smoothing (the default 0.1) makes a model under-confident -- on chest CT it was
+right ~88 % of the time while saying ~70 % -- and probabilities that a person reads (the serving page,
+the report) should mean what they say. One number ``T`` fitted on validation by log loss divides the
+logits: ``softmax(z / T)``. It never changes a single model's predicted class, so the choice made on
+validation and the gate are unaffected.
+
+It is baked into the model: each member's final ``probabilities`` Dense layer (softmax) gets its kernel
+and bias divided by ``T``, which is exactly ``softmax(z / T)``. No new layer, so the model saves, loads
+and serves as before; ``T`` is recorded in the model's record (``extra.temperature``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from radpipe.modelspec import ModelSpec
+from radpipe.progress import log
+
+OUTPUT_LAYER = "probabilities"
+MIN_IMAGES = 30
+"""Fewer validation images than this fit a temperature to noise (or to zero on a perfectly separated split)."""
+BOUNDS = (0.1, 10.0)
+
+
+@dataclass(frozen=True)
+class Temperature:
+    value: float
+    val_loss_before: float
+    val_loss_after: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": self.value, "val_loss_before": self.val_loss_before, "val_loss_after": self.val_loss_after}
+
+
+def member_outputs(model: Any, spec: ModelSpec) -> Any:
+    """A model giving each member's probabilities (one for a single model), from the ensemble's own input."""
+    import keras
+
+    if not spec.is_ensemble:
+        return keras.Model(model.input, [model.output])
+    return keras.Model(model.input, list(model.get_layer(OUTPUT_LAYER).input))
+
+
+def member_probabilities(model: Any, spec: ModelSpec, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    outputs = member_outputs(model, spec)
+    chunks = []
+    for i in range(0, len(images), batch_size):
+        out = outputs.predict_on_batch(images[i : i + batch_size].astype(np.float32))
+        chunks.append([np.asarray(p) for p in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate([chunk[m] for chunk in chunks]) for m in range(len(chunks[0]))]
+
+
+def scaled(member_probabilities: list[np.ndarray], temperature: float) -> np.ndarray:
+    """The (ensemble's) probabilities with every member's logits divided by ``temperature``."""
+    outputs = []
+    for p in member_probabilities:
+        z = np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)) / temperature  # logits up to a constant
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        outputs.append(e / e.sum(axis=1, keepdims=True))
+    return np.mean(outputs, axis=0)
+
+
+def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+
+def fit(member_probabilities: list[np.ndarray], labels: np.ndarray) -> Temperature:
+    """The ``T`` in ``BOUNDS`` with the lowest validation log loss (a one-dimensional, well-behaved search)."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_t: float) -> float:
+        return _log_loss(scaled(member_probabilities, math.exp(log_t)), labels)
+
+    found = minimize_scalar(loss, bounds=tuple(math.log(b) for b in BOUNDS), method="bounded")
+    value = float(math.exp(found.x))
+    return Temperature(value, loss(0.0), loss(math.log(value)))
+
+
+def calibrate(model: Any, spec: ModelSpec, images: np.ndarray, labels: np.ndarray, batch_size: int) -> ModelSpec:
+    """Fit ``T`` on these validation images and bake it into ``model``; the spec records it, or why not."""
+    if len(labels) < MIN_IMAGES:
+        reason = f"{len(labels)} validation images, fewer than the {MIN_IMAGES} a temperature needs"
+        log(f"evaluate: probabilities not calibrated: {reason}")
+        return spec.with_extra(temperature={"skipped": reason})
+    found = fit(member_probabilities(model, spec, images, batch_size), labels)
+    apply(model, spec, found.value)
+    log(
+        f"evaluate: calibrated on {len(labels)} validation images: temperature {found.value:.3f}, "
+        f"validation log loss {found.val_loss_before:.4f} -> {found.val_loss_after:.4f}"
+    )
+    return spec.with_extra(temperature=found.to_dict())
+
+
+def apply(model: Any, spec: ModelSpec, temperature: float) -> None:
+    """Divide each member's final Dense kernel and bias by ``temperature``, in place."""
+    members = [model.get_layer(m.extra["layer"]) for m in spec.members] if spec.is_ensemble else [model]
+    for member in members:
+        layer = member.get_layer(OUTPUT_LAYER)
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel / temperature, bias / temperature])
