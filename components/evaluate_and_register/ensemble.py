@@ -12,6 +12,7 @@ explained like any radpipe model; its record (``ModelSpec.members``) keeps every
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from radpipe.components.evaluate_and_register.evaluate import (
@@ -21,7 +22,7 @@ from radpipe.components.evaluate_and_register.evaluate import (
     ranked,
     selection_key,
 )
-from radpipe.dataset import load_split
+from radpipe.dataset import Split
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
@@ -74,7 +75,7 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
         backbone_layer="",
         feature_layer="",
         extra={
-            **{k: top.extra[k] for k in ("model_config", "train_config", "weights_sha256", "seeds") if k in top.extra},
+            **{k: top.extra[k] for k in ("model_config", "train_config", "weights_sha256") if k in top.extra},
             "candidate": ensemble_name(members),
             "parameters": sum(int(m.spec.extra.get("parameters") or 0) for m in members) or None,
             "val_metrics": val_metrics,
@@ -93,31 +94,34 @@ def consider(
     candidates: list[Candidate],
     best: Candidate,
     best_model: Any,
-    dataset_dir: str,
+    load_val: Callable[[Preprocessing], Split],
     size: int,
     batch_size: int,
     select_by: str = "val_loss",
 ) -> tuple[Candidate, Any]:
     """``best`` and its model, or the average of the ``size`` best candidates if it is at least as good on
-    validation. Both are scored here by the same code on the same images, so the comparison is fair."""
+    validation. Both are scored here by the same code on the same images, so the comparison is fair;
+    ``load_val`` gives the validation split as a model of that preprocessing takes it."""
     members = ranked(candidates, select_by)[:size]
     if len(members) < 2:
         return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]
     model = build_model(models, [m.spec.preprocessing.image_size for m in members])
     name = ensemble_name(members)
+    contenders = (
+        (best.name, best.spec.preprocessing, best_model),
+        (name, Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members)), model),
+    )
     scored: dict[str, dict[str, float]] = {}
-    for label, spec, scorer in ((best.name, best.spec, best_model), (name, None, model)):
-        preprocessing = spec.preprocessing if spec else Preprocessing(image_size=model.input_shape[1])
-        val = load_split(dataset_dir, "val", preprocessing, best.spec.class_names)
+    for label, preprocessing, scorer in contenders:
+        val = load_val(preprocessing)
         if len(val) == 0:
             log("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
             return best, best_model
         probabilities = predict(scorer, val, batch_size, f"evaluate: validation of {label}")
         scored[label] = validation_scores(val.labels, probabilities, len(best.spec.class_names))
+        log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(scored[label].items())))
     single, average = scored[best.name], scored[name]
-    for label, metrics in scored.items():
-        log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     if selection_key(average, select_by) < selection_key(single, select_by):
         log(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
         return best, best_model

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import tempfile
 import time
@@ -44,9 +45,10 @@ from radpipe.components.evaluate_and_register.model_card import build_model_card
 from radpipe.components.evaluate_and_register.register import Registration, log_model, register
 from radpipe.components.evaluate_and_register.report import build_report
 from radpipe.config import EvaluateConfig, RegisterConfig, TrackingConfig
-from radpipe.dataset import load_split, read_manifest
+from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
+from radpipe.preprocessing import Preprocessing
 from radpipe.progress import log
 
 CARD_ARTIFACT = "evaluation/model_card.md"
@@ -231,18 +233,24 @@ def _run(
     candidates = read_candidates(candidate_dirs)
     best = choose(candidates, evaluate_config.select_by)
     model = load_candidate(best)
+    class_names = best.spec.class_names
+
+    @functools.cache
+    def load_val(preprocessing: Preprocessing) -> Split:  # decoded once per input size, however often asked
+        return load_split(dataset_dir, "val", preprocessing, class_names)
+
     if evaluate_config.ensemble > 1:
         best, model = ensembling.consider(
             candidates,
             best,
             model,
-            dataset_dir,
+            load_val,
             evaluate_config.ensemble,
             evaluate_config.batch_size,
             evaluate_config.select_by,
         )
     if evaluate_config.calibrate:
-        val = load_split(dataset_dir, "val", best.spec.preprocessing, best.spec.class_names)
+        val = load_val(best.spec.preprocessing)
         spec = temperature.calibrate(model, best.spec, val.images, val.labels, evaluate_config.batch_size)
         best = dataclasses.replace(best, spec=spec)
     test = load_split(dataset_dir, "test", best.spec.preprocessing, best.spec.class_names)
