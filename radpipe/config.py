@@ -33,6 +33,8 @@ S = TypeVar("S", bound="Section")
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 # MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
 ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
+# A number in exponent form without a dot (5e-5, 1E4): YAML 1.1, which PyYAML reads, leaves it a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 def _fail(path: str, problem: str) -> typing.NoReturn:
@@ -96,6 +98,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), path, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # learning rates are written 5e-5; YAML 1.1 has no such float
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool), path, f"expected a number, got {value!r}"
         )

@@ -68,6 +68,15 @@ def test_integral_floats_from_kfp_structs_are_integers() -> None:
         TrainConfig.from_dict({"epochs": 10.5})
 
 
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 5e-5 as a string; learning rates are written that way.
+    (tmp_path / "lr.yaml").write_text("train:\n  fine_tune_learning_rate: 5e-5\n")
+    config = load_config(tmp_path / "lr.yaml", ["train.learning_rate=1E-3"])
+    assert config.train.fine_tune_learning_rate == 5e-5 and config.train.learning_rate == 1e-3
+    with pytest.raises(ConfigError, match=r"train\.learning_rate': expected a number, got 'e-3'"):
+        load_config(None, ["train.learning_rate=e-3"])
+
+
 def test_override_values_are_yaml() -> None:
     assert parse_override("search.candidates=[]") == (["search", "candidates"], [])
     assert parse_override("data.class_map={a_x: a}") == (["data", "class_map"], {"a_x": "a"})
