@@ -33,8 +33,6 @@ S = TypeVar("S", bound="Section")
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 # MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
 ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
-# A number in exponent form without a dot (5e-5, 1E4): YAML 1.1, which PyYAML reads, leaves it a string.
-_EXPONENT_NUMBER = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 def _fail(path: str, problem: str) -> typing.NoReturn:
@@ -98,8 +96,6 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), path, f"expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
-            return float(value)  # learning rates are written 5e-5; YAML 1.1 has no such float
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool), path, f"expected a number, got {value!r}"
         )
@@ -495,13 +491,27 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``5e-5`` as a number as YAML 1.2 does (YAML 1.1 wants a dot, ``5.0e-5``,
+    and leaves ``5e-5`` a string; learning rates are written the short way)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``train.epochs=5`` -> (['train', 'epochs'], 5). Values are YAML, so ``[1, 2]`` and ``null`` work."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem})") from None
     return [part.strip() for part in key.split(".")], value
@@ -515,7 +525,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a YAML file")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = _load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
         if not isinstance(loaded, Mapping):

@@ -21,6 +21,7 @@ import numpy as np
 
 from radpipe.modelspec import ModelSpec
 from radpipe.progress import log
+from radpipe.validation import log_loss
 
 OUTPUT_LAYER = "probabilities"
 MIN_IMAGES = 30
@@ -67,16 +68,12 @@ def scaled(member_probabilities: list[np.ndarray], temperature: float) -> np.nda
     return np.mean(outputs, axis=0)
 
 
-def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))))
-
-
 def fit(member_probabilities: list[np.ndarray], labels: np.ndarray) -> Temperature:
     """The ``T`` in ``BOUNDS`` with the lowest validation log loss (a one-dimensional, well-behaved search)."""
     from scipy.optimize import minimize_scalar
 
     def loss(log_t: float) -> float:
-        return _log_loss(scaled(member_probabilities, math.exp(log_t)), labels)
+        return log_loss(labels, scaled(member_probabilities, math.exp(log_t)))
 
     found = minimize_scalar(loss, bounds=tuple(math.log(b) for b in BOUNDS), method="bounded")
     value = float(math.exp(found.x))
