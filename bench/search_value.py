@@ -43,13 +43,19 @@ def main() -> int:
     from radpipe.modelspec import load_model_dir
     from radpipe.validation import log_loss, validation_scores
 
+    if any("=" not in item for item in args.model):
+        parser.error("--model takes NAME=DIR (a name for the table, then a trained model folder)")
     models = dict(item.split("=", 1) for item in args.model)
     if len(models) < 2 or (args.reference and args.reference not in models):
         parser.error("give at least two --model NAME=DIR, and --reference one of their names")
     probabilities: dict[tuple[str, str], np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
+    class_names: list[str] | None = None
     for name, directory in models.items():
         model, spec = load_model_dir(directory)
+        if class_names not in (None, spec.class_names):
+            parser.error(f"{name} has classes {spec.class_names}, the others {class_names}: not the same data set")
+        class_names = spec.class_names
         for split in ("val", "test"):
             data = load_split(args.dataset, split, spec.preprocessing, spec.class_names)
             probabilities[name, split] = predict(model, data, 32, f"{name}: {split}")
