@@ -38,7 +38,8 @@ def main() -> int:
 
     from scipy.stats import spearmanr
 
-    from radpipe.components.evaluate_and_register.evaluate import predict, selection_key
+    from radpipe.components.evaluate_and_register.ensemble import prefers_average
+    from radpipe.components.evaluate_and_register.evaluate import Candidate, predict, ranked
     from radpipe.dataset import load_split
     from radpipe.modelspec import load_model_dir
     from radpipe.validation import log_loss, validation_scores
@@ -49,22 +50,24 @@ def main() -> int:
     if len(models) < 2 or (args.reference and args.reference not in models):
         parser.error("give at least two --model NAME=DIR, and --reference one of their names")
     probabilities: dict[tuple[str, str], np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    class_names: list[str] | None = None
+    specs = {}
+    splits = {}  # decoded once per split and preprocessing, shared by the models that take it
     for name, directory in models.items():
         model, spec = load_model_dir(directory)
-        if class_names not in (None, spec.class_names):
+        specs[name] = spec
+        class_names = specs[next(iter(models))].class_names
+        if spec.class_names != class_names:
             parser.error(f"{name} has classes {spec.class_names}, the others {class_names}: not the same data set")
-        class_names = spec.class_names
         for split in ("val", "test"):
-            data = load_split(args.dataset, split, spec.preprocessing, spec.class_names)
-            probabilities[name, split] = predict(model, data, 32, f"{name}: {split}")
-            labels[split] = data.labels
-    classes = probabilities[next(iter(models)), "val"].shape[1]
+            key = (split, json.dumps(spec.preprocessing.to_dict(), sort_keys=True))
+            if key not in splits:
+                splits[key] = load_split(args.dataset, split, spec.preprocessing, class_names)
+            probabilities[name, split] = predict(model, splits[key], 32, f"{name}: {split}")
+    labels = {split: data.labels for (split, _), data in splits.items()}
 
     def scores(p_val: np.ndarray, p_test: np.ndarray) -> dict[str, float]:
         return {
-            **validation_scores(labels["val"], p_val, classes),
+            **validation_scores(labels["val"], p_val, len(class_names)),
             "test_accuracy": float((p_test.argmax(1) == labels["test"]).mean()),
             "test_loss": log_loss(labels["test"], p_test),
         }
@@ -72,10 +75,9 @@ def main() -> int:
     single = {n: scores(probabilities[n, "val"], probabilities[n, "test"]) for n in models}
     searches = []
     for a, b in itertools.combinations(models, 2):
-        # evaluate-and-register's order: the better key first, the name breaking exact ties
-        best = min((a, b), key=lambda n: (tuple(-k for k in selection_key(single[n])), n))
+        best = ranked([Candidate(None, specs[n], n, "", single[n]) for n in (a, b)])[0].name
         average = scores(*((probabilities[a, s] + probabilities[b, s]) / 2 for s in ("val", "test")))
-        chosen = "average" if selection_key(average) >= selection_key(single[best]) else best
+        chosen = "average" if prefers_average(average, single[best]) else best
         result = average if chosen == "average" else single[best]
         searches.append({"pair": [a, b], "chosen": chosen, **result})
 

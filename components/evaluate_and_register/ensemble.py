@@ -90,6 +90,11 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
     )
 
 
+def prefers_average(average: dict[str, float], single: dict[str, float], select_by: str = "val_loss") -> bool:
+    """The average replaces the best single candidate when it is at least as good on validation."""
+    return selection_key(average, select_by) >= selection_key(single, select_by)
+
+
 def consider(
     candidates: list[Candidate],
     best: Candidate,
@@ -122,7 +127,7 @@ def consider(
         scored[label] = validation_scores(val.labels, probabilities, len(best.spec.class_names))
         log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(scored[label].items())))
     single, average = scored[best.name], scored[name]
-    if selection_key(average, select_by) < selection_key(single, select_by):
+    if not prefers_average(average, single, select_by):
         log(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
         return best, best_model
     log(f"evaluate: chose {name} on validation over '{best.name}'")
