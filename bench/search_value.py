@@ -52,10 +52,11 @@ def main() -> int:
     probabilities: dict[tuple[str, str], np.ndarray] = {}
     specs = {}
     splits = {}  # decoded once per split and preprocessing, shared by the models that take it
+    class_names: list[str] = []  # the first model's; every other model must have the same
     for name, directory in models.items():
         model, spec = load_model_dir(directory)
         specs[name] = spec
-        class_names = specs[next(iter(models))].class_names
+        class_names = class_names or spec.class_names
         if spec.class_names != class_names:
             parser.error(f"{name} has classes {spec.class_names}, the others {class_names}: not the same data set")
         for split in ("val", "test"):
