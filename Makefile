@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-deps lint format compile seed-weights clean
-.PHONY: tools constraints image-locks images kind-load cluster-up cluster-down submit deploy
+.PHONY: tools constraints image-locks images base-image test-containers kind-load cluster-up cluster-down submit deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,8 @@ IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' radpipe/__init__.py)
 IMAGE_PREFIX := $(if $(IMAGE_REGISTRY),$(patsubst %/,%,$(IMAGE_REGISTRY))/,)
 IMAGES := ingest prepare-base train evaluate-and-register serving mlflow
+BASE_IMAGE ?=
+LOCAL_BASE_IMAGE := radpipe-base:bookworm-py3.11
 KFP_VERSION := 2.17.0
 KSERVE_VERSION := v0.20.0
 CERT_MANAGER_VERSION := v1.17.0
@@ -106,11 +108,13 @@ constraints: ## re-resolve pyproject.toml's dependencies into constraints.txt (t
 image-locks: install ## re-lock images/*/requirements.lock to the packages installed in .venv
 	$(BIN)/python images/lock.py
 
-images: ## build every image with docker: radpipe-<stage>, radpipe-serving, radpipe-mlflow
-	@for image in $(IMAGES); do \
-	  echo "== $(IMAGE_PREFIX)radpipe-$$image:$(IMAGE_TAG)"; \
-	  docker build -f images/$$image/Dockerfile -t $(IMAGE_PREFIX)radpipe-$$image:$(IMAGE_TAG) . || exit 1; \
-	done
+images: ## build every image: radpipe-<stage> x4, radpipe-serving, radpipe-mlflow (BASE_IMAGE=, IMAGE_REGISTRY=, IMAGE_TAG=)
+	IMAGE_REGISTRY="$(IMAGE_REGISTRY)" IMAGE_TAG="$(IMAGE_TAG)" BASE_IMAGE="$(BASE_IMAGE)" images/build.sh $(IMAGES)
+
+# Air-gapped hosts (no container registry): a Python base image from a Debian mirror, then
+# `make images BASE_IMAGE=$(LOCAL_BASE_IMAGE)`. Needs root, debootstrap and a Docker daemon.
+base-image: ## make $(LOCAL_BASE_IMAGE) from a Debian mirror (DEBIAN_MIRROR=) for hosts that cannot pull
+	images/base/build.sh $(LOCAL_BASE_IMAGE)
 
 kind-load: ## load the built images into the kind cluster (CLUSTER=radpipe)
 	@for image in $(IMAGES); do \

@@ -6,10 +6,10 @@ TensorFlow reinstall. The same compiled components run on a cluster in their sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections import defaultdict
@@ -19,7 +19,7 @@ from pathlib import Path
 from radpipe import storage, tracking
 from radpipe.config import Config
 from radpipe.errors import ERROR_FILE_ENV, RadpipeError
-from radpipe.pipelines.training_pipeline import build_pipeline
+from radpipe.pipelines.training_pipeline import DEFAULT_IMAGE_TAG, build_pipeline
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LocalRunResult:
     seconds: float
     task_seconds: list[tuple[str, float]] = field(default_factory=list)
     """Wall time of each task, in the order they finished (a task per candidate inside the loop)."""
+    runner: str = "subprocess"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -76,15 +77,35 @@ def localize(config: Config, workdir: Path) -> Config:
         data = data.replace(class_map=_absolute_if_local(config.data.class_map))
     model = config.model.replace(weights=_absolute_if_local(config.model.weights))
     uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.embedded_tracking_uri(workdir)
-    cache = _absolute_if_local(config.train.feature_cache) or str(workdir / tracking.EMBEDDED_DIR / "cache")
+    cache = _absolute_if_local(config.train.feature_cache) or str(tracking.home(workdir) / "cache")
     train = config.train.replace(feature_cache=cache)
     return config.replace(data=data, model=model, train=train, tracking=config.tracking.replace(uri=uri))
 
 
-def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResult:
-    """Run the whole pipeline locally and return what it registered."""
+RUNNERS = ("subprocess", "docker")
+
+
+def run_local(
+    config: Config,
+    workdir: str | Path | None = None,
+    runner: str = "subprocess",
+    image_registry: str = "",
+    image_tag: str = DEFAULT_IMAGE_TAG,
+) -> LocalRunResult:
+    """Run the whole pipeline on this machine and return what it registered.
+
+    Args:
+        config: the run's configuration (validated).
+        workdir: where ``.radpipe/`` (embedded store, pipeline root, feature cache) lives; default the cwd.
+        runner: ``subprocess`` (every task a subprocess of this Python) or ``docker`` (every task in its
+            stage's image, ``pipelines/docker_runner.py``).
+        image_registry: prefix of the stage images (docker runner).
+        image_tag: tag of the stage images (docker runner).
+    """
     from kfp import local
 
+    if runner not in RUNNERS:
+        raise RadpipeError(f"unknown runner {runner!r}; use one of: {', '.join(RUNNERS)}")
     # Expected locally, and said once here rather than once per task: stage images are not Python images
     # by name, and cluster resource requests do not apply to subprocesses.
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
@@ -96,25 +117,38 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
     for uri in (config.data.uri, config.model.weights):
         if uri not in ("imagenet", "none") and storage.scheme(uri) == "file" and not Path(uri).exists():
             raise RadpipeError(f"{uri} does not exist; check the path")
-    pipeline_root = workdir / tracking.EMBEDDED_DIR / "pipeline_root"
+    store_uri = config.tracking.uri  # the docker runner serves it over HTTP to the tasks, for the run only
+    pipeline_root = tracking.home(workdir) / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    pipeline = build_pipeline(config)
+    # Where a failing task writes its one-line reason: inside the pipeline root, which containers see too.
+    error_file = pipeline_root / f".error-{os.getpid()}-{time.time_ns()}.txt"
+    error_file.touch()
     started = time.monotonic()
-    with tempfile.NamedTemporaryFile(prefix="radpipe-error-", suffix=".txt", delete=False) as fh:
-        error_file = fh.name
     previous = os.environ.get(ERROR_FILE_ENV)
-    os.environ[ERROR_FILE_ENV] = error_file
+    os.environ[ERROR_FILE_ENV] = str(error_file)
     timer = TaskTimer()
-    logging.getLogger().addFilter(timer)
     try:
-        task = pipeline(**config.pipeline_arguments())
-    except RuntimeError as exc:
-        message = Path(error_file).read_text().strip()
-        raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
+        with contextlib.ExitStack() as stack:
+            if runner == "docker":
+                from radpipe.pipelines.docker_runner import docker_runner
+
+                kfp_runner, config = stack.enter_context(
+                    docker_runner(config, workdir, pipeline_root, error_file, image_registry, image_tag)
+                )
+            else:
+                kfp_runner = local.SubprocessRunner(use_venv=False)
+            local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+            pipeline = build_pipeline(config, image_registry=image_registry, image_tag=image_tag)
+            logging.getLogger().addFilter(timer)
+            try:
+                task = pipeline(**config.pipeline_arguments())
+            except RuntimeError as exc:
+                message = error_file.read_text().strip()
+                raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
+            finally:
+                logging.getLogger().removeFilter(timer)
     finally:
-        logging.getLogger().removeFilter(timer)
-        Path(error_file).unlink(missing_ok=True)
+        error_file.unlink(missing_ok=True)
         if previous is None:
             os.environ.pop(ERROR_FILE_ENV, None)
         else:
@@ -127,8 +161,9 @@ def run_local(config: Config, workdir: str | Path | None = None) -> LocalRunResu
         candidate=out["candidate"],
         test_accuracy=float(out["test_accuracy"]),
         test_macro_f1=float(out["test_macro_f1"]),
-        tracking_uri=config.tracking.uri,
+        tracking_uri=store_uri,
         pipeline_root=str(pipeline_root),
         seconds=time.monotonic() - started,
         task_seconds=timer.finished,
+        runner=runner,
     )

@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from radpipe.pipelines.local_run import run_local
 
-    result = run_local(config)
+    result = run_local(config, runner=args.runner, image_registry=args.image_registry, image_tag=args.image_tag)
     name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
     aliases, tags = _version_of(result.tracking_uri, name, version)
     lines = [
@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         + ", ".join(f"{task} {seconds:.0f} s" for task, seconds in result.task_seconds)
         + ")",
         f"tracking     {result.tracking_uri}",
+        f"runner       {result.runner}",
     ]
     if result.tracking_uri.startswith("sqlite:"):
         lines.append(f"MLflow UI    mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
@@ -178,24 +179,28 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from radpipe.images import DEFAULT_TAG, SERVING_IMAGE, image_ref
 
     ref = deployment.ModelRef.parse(args.model)
-    mlflow.set_tracking_uri(tracking.resolve_tracking_uri())
-    served = deployment.resolve(ref, args.artifacts_destination)
+    uri = tracking.resolve_tracking_uri(allow_embedded=True)
+    mlflow.set_tracking_uri(uri)
+    served = deployment.resolve(ref, args.artifacts_destination, args.storage_uri)
     image = args.image
     if not image and (args.image_registry or args.image_tag):
         image = image_ref(SERVING_IMAGE, args.image_registry, args.image_tag or DEFAULT_TAG)
     manifest = deployment.render_inference_service(
         served, name=args.name, namespace=args.namespace, image=image, service_account=args.service_account
     )
+    if served.warning:
+        print(f"warning: {served.warning}", file=sys.stderr)
     if args.output in (None, "-"):
-        sys.stdout.write(deployment.to_yaml(manifest))
+        sys.stdout.write(deployment.to_yaml(manifest, served.warning))
     else:
-        path = deployment.write_manifest(manifest, args.output)
+        path = deployment.write_manifest(manifest, args.output, served.warning)
         print(f"wrote {path}", file=sys.stderr)
     print(
-        f"{ref.uri} is version {served.version}; InferenceService {manifest['metadata']['name']} "
-        f"serves {served.storage_uri}",
+        f"{ref.uri} (registry {uri}) is version {served.version}; InferenceService "
+        f"{manifest['metadata']['name']} serves {served.storage_uri}",
         file=sys.stderr,
     )
+    return 0
 
 
 def _registry_call(action):  # type: ignore[no-untyped-def]
@@ -274,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline locally through kfp.local", description=cmd_run.__doc__)
     run.add_argument("--data", metavar="PATH_OR_URI", help="image folder, s3:// prefix or .zip/.tar.gz URL")
     run.add_argument("--weights", metavar="PATH_OR_URI", help="backbone weights file ('imagenet' or 'none' too)")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: every task in this Python (default); docker: every task in its stage image "
+        "(make images), as on a cluster",
+    )
+    run.add_argument("--image-registry", default="", help="--runner docker: prefix of the stage images")
+    run.add_argument("--image-tag", default=__version__, help="--runner docker: tag of the stage images")
     _add_config_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -325,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--image", default="", help="serving image (default: $RADPIPE_SERVING_IMAGE or radpipe-serving)")
     dep.add_argument("--image-registry", default="", help="prefix of the serving image, e.g. ghcr.io/acme")
     dep.add_argument("--image-tag", default="", help=f"tag of the serving image (default: {__version__})")
+    dep.add_argument(
+        "--storage-uri",
+        default="",
+        metavar="URI",
+        help="where KServe fetches the version's files (s3://, gs://, pvc://, https://...), e.g. a copy of a "
+        "local run's model folder; default: located through the registry",
+    )
     dep.add_argument(
         "--artifacts-destination",
         default="",

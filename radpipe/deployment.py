@@ -89,6 +89,8 @@ class ServedVersion:
     version: str
     storage_uri: str
     alias: str = ""
+    warning: str = ""
+    """Set when the files are where a cluster cannot fetch them (the manifest is then a preview)."""
 
 
 def storage_uri_for(download_uri: str, artifacts_destination: str = "") -> str:
@@ -115,10 +117,50 @@ def storage_uri_for(download_uri: str, artifacts_destination: str = "") -> str:
     )
 
 
-def resolve(ref: ModelRef, artifacts_destination: str = "") -> ServedVersion:
-    """Look ``ref`` up in the MLflow registry at ``MLFLOW_TRACKING_URI`` and locate its files."""
+LOCAL_FILES_WARNING = (
+    "the files of {model} are on this machine ({uri}): a cluster's KServe cannot read them, so this manifest "
+    "is a preview (and what `make test-containers` runs in a local container). For a cluster, register with "
+    "an MLflow server whose --artifacts-destination is s3:// (manifests/base/mlflow, docs/cluster.md), or copy "
+    "the folder to object storage and pass --storage-uri s3://BUCKET/PATH"
+)
+KSERVE_STORAGE_SCHEMES = ("s3", "gs", "pvc", "https", "http", "hdfs", "webhdfs", "oci", "hf", "file")
+"""``storageUri`` schemes KServe's storage initializer fetches (``file`` only on the node itself)."""
+
+
+def locate(model: str, download_uri: str, artifacts_destination: str = "") -> tuple[str, str]:
+    """Where KServe should fetch ``model``'s files, and a warning when that is a local folder.
+
+    The embedded store of local runs keeps files under ``.radpipe/``: the manifest is still rendered (a
+    preview, or a local container's mount), naming them as ``file://`` with :data:`LOCAL_FILES_WARNING`.
+    """
+    parsed = urllib.parse.urlparse(download_uri)
+    if parsed.scheme in ("", "file"):
+        uri = Path(parsed.path if parsed.scheme else download_uri).resolve().as_uri()
+        return uri, LOCAL_FILES_WARNING.format(model=model, uri=uri)
+    return storage_uri_for(download_uri, artifacts_destination), ""
+
+
+def resolve(ref: ModelRef, artifacts_destination: str = "", storage_uri: str = "") -> ServedVersion:
+    """Look ``ref`` up in the MLflow registry at ``MLFLOW_TRACKING_URI`` and locate its files.
+
+    ``storage_uri`` overrides where KServe fetches them (a copy in object storage); otherwise they are
+    located from the registry (see :func:`locate`, whose warning lands in ``ServedVersion.warning``).
+    """
     version, download_uri = lookup(ref)
-    return ServedVersion(ref.name, version, storage_uri_for(download_uri, artifacts_destination), ref.alias)
+    if storage_uri:
+        check_storage_uri(storage_uri)
+        return ServedVersion(ref.name, version, storage_uri.rstrip("/"), ref.alias)
+    located, warning = locate(f"models:/{ref.name}/{version}", download_uri, artifacts_destination)
+    return ServedVersion(ref.name, version, located, ref.alias, warning)
+
+
+def check_storage_uri(uri: str) -> None:
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme not in KSERVE_STORAGE_SCHEMES:
+        raise DeployError(
+            f"{uri!r} is not a storage URI KServe can fetch; use one of "
+            f"{', '.join(s + '://' for s in KSERVE_STORAGE_SCHEMES)} (e.g. s3://bucket/models/chest-ct/3)"
+        )
 
 
 def lookup(ref: ModelRef) -> tuple[str, str]:
@@ -181,8 +223,7 @@ def render_inference_service(
 
     ``image`` defaults to ``RADPIPE_SERVING_IMAGE`` or ``radpipe-serving:<radpipe version>``.
     """
-    if not served.storage_uri.startswith("s3://"):
-        raise DeployError(f"storage URI must be s3://..., got {served.storage_uri!r}")
+    check_storage_uri(served.storage_uri)
     name = name or service_name(served.name, served.alias, served.version)
     if not _DNS_LABEL.match(name) or len(name) > MAX_NAME_LENGTH:
         raise DeployError(
@@ -264,17 +305,19 @@ def render_inference_service(
     }
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
-    return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
+def to_yaml(manifest: dict[str, Any], warning: str = "") -> str:
+    """The manifest as YAML; a ``warning`` goes on top as comments, where ``kubectl`` ignores it."""
+    header = "".join(f"# {line}\n" for line in textwrap.wrap(f"WARNING: {warning}", 110)) if warning else ""
+    return header + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
 
 
-def write_manifest(manifest: dict[str, Any], output: str | Path) -> Path:
+def write_manifest(manifest: dict[str, Any], output: str | Path, warning: str = "") -> Path:
     """Write ``manifest`` as YAML: to ``output`` if it is a file name, or into the folder ``output`` as
     ``inferenceservice-<name>.yaml``. Atomic, like every write in radpipe."""
     path = Path(output)
     if path.is_dir() or str(output).endswith("/"):
         path = path / f"inferenceservice-{manifest['metadata']['name']}.yaml"
-    storage.atomic_write_text(path, to_yaml(manifest))
+    storage.atomic_write_text(path, to_yaml(manifest, warning))
     return path
 
 
@@ -284,19 +327,14 @@ def write_serving_manifest(
     """For evaluate-and-register: write the InferenceService of the version it just registered to
     ``output`` (the KFP artifact's path), using the MLflow client's current tracking URI.
 
-    When the version's files are not in S3 (a local run's file store), KServe could not read them: the
-    file then says so in a YAML comment instead of holding a manifest, and the reason is logged; the run
-    itself goes on, since registering succeeded.
+    From a local run's store the files are on this machine: the manifest is written all the same, with
+    the warning on top (as ``radpipe deploy`` prints it), and the warning is logged.
     """
     version, download_uri = lookup(ModelRef(name=model_name, version=str(version)))
-    try:
-        storage_uri = storage_uri_for(download_uri, artifacts_destination)
-    except DeployError as exc:
-        log(f"serving manifest: none for models:/{model_name}/{version}: {exc}")
-        reason = "\n".join(f"# {line}" for line in textwrap.wrap(str(exc), 100))
-        storage.atomic_write_text(output, f"# No InferenceService for models:/{model_name}/{version}.\n{reason}\n")
-        return Path(output)
-    served = ServedVersion(model_name, version, storage_uri, alias)
-    path = write_manifest(render_inference_service(served), output)
+    storage_uri, warning = locate(f"models:/{model_name}/{version}", download_uri, artifacts_destination)
+    served = ServedVersion(model_name, version, storage_uri, alias, warning)
+    path = write_manifest(render_inference_service(served), output, warning)
+    if warning:
+        log(f"serving manifest: {warning}")
     log(f"serving manifest: InferenceService for models:/{model_name}/{version} serving {served.storage_uri}")
     return path

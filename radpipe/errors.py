@@ -44,7 +44,9 @@ class stage_errors:
 
     A task's log then ends with ``radpipe: train failed: <what to do>`` rather than a traceback, and when
     ``RADPIPE_ERROR_FILE`` is set (``radpipe run`` sets it) the message is also written there, so the CLI
-    can repeat it after kfp.local's own failure report.
+    can repeat it after kfp.local's own failure report. A module the stage imports and its image lacks is
+    named the same way (with its traceback, as it is a packaging bug): in a local container run, not on
+    the cluster, is where that should surface.
     """
 
     def __init__(self, stage: str) -> None:
@@ -54,12 +56,22 @@ class stage_errors:
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
-        if exc is None or not isinstance(exc, RadpipeError):
-            return False
         import os
         import sys
 
-        message = f"{self.stage} failed: {exc}"
+        if isinstance(exc, ImportError):
+            import traceback
+
+            traceback.print_exception(exc)
+            message = (
+                f"{self.stage} failed: this environment lacks a module the stage imports ({type(exc).__name__}: "
+                f"{exc}); in a container, add it to images/{self.stage}/requirements.txt, run `make image-locks` "
+                "and rebuild the image (make images)"
+            )
+        elif isinstance(exc, RadpipeError):
+            message = f"{self.stage} failed: {exc}"
+        else:
+            return False
         sys.stderr.write(f"radpipe: {message}\n")
         sys.stderr.flush()
         path = os.environ.get(ERROR_FILE_ENV)

@@ -14,29 +14,62 @@ from pathlib import Path
 from radpipe.errors import RadpipeError
 
 EMBEDDED_DIR = ".radpipe"
+HOME_ENV = "RADPIPE_HOME"
+"""The folder of local runs (embedded store, pipeline root, feature cache), instead of ``./.radpipe``."""
+STORE_FILE = "mlflow.db"
+
+
+def home(workdir: str | Path | None = None) -> Path:
+    """Where local runs keep their state: ``$RADPIPE_HOME``, else ``<workdir>/.radpipe`` (workdir: the cwd)."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    return (Path(workdir) if workdir else Path.cwd()).resolve() / EMBEDDED_DIR
 
 
 def embedded_tracking_uri(workdir: str | Path | None = None) -> str:
-    """``sqlite:///<abs>/.radpipe/mlflow.db``: the default store of local runs."""
-    root = (Path(workdir) if workdir else Path.cwd()).resolve() / EMBEDDED_DIR
+    """``sqlite:///<home>/mlflow.db``: the store ``radpipe run`` creates and writes (see :func:`home`)."""
+    root = home(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return f"sqlite:///{root / STORE_FILE}"
+
+
+def find_embedded_store(start: str | Path | None = None) -> Path | None:
+    """The store a command that only reads should use: ``$RADPIPE_HOME/mlflow.db``, else the nearest
+    ``.radpipe/mlflow.db`` in the working directory or above it (as git finds ``.git``). Never created."""
+    if os.environ.get(HOME_ENV):
+        db = home() / STORE_FILE
+        return db if db.is_file() else None
+    here = (Path(start) if start else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        db = folder / EMBEDDED_DIR / STORE_FILE
+        if db.is_file():
+            return db
+    return None
 
 
 def resolve_tracking_uri(configured: str = "", *, allow_embedded: bool = False) -> str:
-    """The configured URI, else ``MLFLOW_TRACKING_URI``, else (CLI only) the embedded sqlite store."""
+    """The configured URI, else ``MLFLOW_TRACKING_URI``, else (CLI only) the embedded store of local runs,
+    found where :func:`find_embedded_store` looks; the error says where it looked."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
         return uri
     if allow_embedded:
-        return embedded_tracking_uri()
+        db = find_embedded_store()
+        if db is not None:
+            return f"sqlite:///{db}"
+        where = f"${HOME_ENV} ({home()})" if os.environ.get(HOME_ENV) else f"{Path.cwd()} or any folder above it"
+        raise RadpipeError(
+            f"no MLflow registry found: MLFLOW_TRACKING_URI is not set and there is no {EMBEDDED_DIR}/{STORE_FILE} "
+            f"in {where}. Run this where you ran `radpipe run` (or below it), set {HOME_ENV} to that "
+            f"{EMBEDDED_DIR} folder, or set MLFLOW_TRACKING_URI to your MLflow server"
+        )
     raise RadpipeError(
         "no MLflow tracking server configured: set MLFLOW_TRACKING_URI in the task's environment "
         "(e.g. http://mlflow.radpipe.svc:5000) or the 'tracking.uri' config key"
     )
 
 
-def _sqlite_artifact_root(uri: str) -> str | None:
+def sqlite_artifact_root(uri: str) -> str | None:
     """For a sqlite store, artifacts live beside the database (MLflow's default is ./mlruns in the cwd)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme != "sqlite":
@@ -57,7 +90,7 @@ def setup_experiment(tracking_uri: str, experiment: str) -> str:
         if existing is not None:
             return existing.experiment_id
         try:
-            return client.create_experiment(experiment, artifact_location=_sqlite_artifact_root(tracking_uri))
+            return client.create_experiment(experiment, artifact_location=sqlite_artifact_root(tracking_uri))
         except MlflowException as exc:  # created concurrently by a parallel task
             existing = client.get_experiment_by_name(experiment)
             if existing is None:

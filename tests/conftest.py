@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from radpipe.mlflow_server import MlflowServer, free_port, wait_for_http
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -70,26 +68,6 @@ def ingested_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tree(root / "src", {"cats": 16, "dogs": 16})
     ingest(DataConfig(uri=str(root / "src")), root / "dataset", root / "work")
     return root / "dataset"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 @pytest.fixture
@@ -265,80 +243,3 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         yield server
     finally:
         server.stop()
-
-
-class MlflowServer:
-    """A real ``mlflow server`` (sqlite, local artifact root) that a test can stop mid-way and start again
-    on the same port and store: the way to inject "MLflow went down" without mocking MLflow."""
-
-    def __init__(
-        self,
-        root: Path,
-        args: Callable[[int], list[str]] | None = None,
-        python: Path | str = sys.executable,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        """``args(port)``: what follows ``python -m mlflow`` (default: ``server`` with sqlite and a local
-        artifact root under ``root``); ``env``: the server's whole environment (default: this process's,
-        without a tracking URI and without MLflow 3's job-runner workers, which we do not use)."""
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = (args or self.default_args)(self.port)
-        self.python = str(python)
-        self.env = (
-            env
-            if env is not None
-            else {**os.environ, "MLFLOW_TRACKING_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        )
-        self.proc: subprocess.Popen | None = None
-
-    def default_args(self, port: int) -> list[str]:
-        return [
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            (self.root / "mlartifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
-
-    def start(self) -> MlflowServer:
-        log = open(self.root / "mlflow-server.log", "ab")  # noqa: SIM115 - handed to the server process
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "mlflow", *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.root,
-            start_new_session=True,  # its own process group: `mlflow server` runs uvicorn as a child
-        )
-        log.close()
-        wait_for_http(f"{self.url}/health", timeout=120, proc=self.proc)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server and its uvicorn worker (the process group this object started)."""
-        if self.proc is None:
-            return
-        group = os.getpgid(self.proc.pid)
-        os.killpg(group, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(group, signal.SIGKILL)
-            self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)  # a worker that outlived the parent
-        self.proc = None
-
-    def __enter__(self) -> MlflowServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -71,8 +71,22 @@ def test_inference_service_serves_the_version_with_radpipes_predictor(monkeypatc
     )
     with pytest.raises(DeployError, match="not a valid InferenceService name"):
         deployment.render_inference_service(SERVED, name="Bad_Name")
-    with pytest.raises(DeployError, match="s3://"):
-        deployment.render_inference_service(ServedVersion("m", "1", "file:///tmp/m"))
+    with pytest.raises(DeployError, match="not a storage URI KServe can fetch"):
+        deployment.render_inference_service(ServedVersion("m", "1", "dbfs:/models/m"))
+
+
+def test_files_of_a_local_store_render_as_a_preview_with_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / ".radpipe" / "mlartifacts" / "1" / "models" / "m-1" / "artifacts"
+    uri, warning = deployment.locate("models:/chest-ct/1", folder.as_uri())
+    assert uri == folder.as_uri() and "a cluster's KServe cannot read them" in warning and "--storage-uri" in warning
+    assert deployment.locate("models:/chest-ct/1", str(folder)) == (uri, warning)  # a plain path, too
+    assert deployment.locate("models:/c/1", "s3://b/m") == ("s3://b/m", "")
+    served = ServedVersion("chest-ct", "1", uri, "champion", warning)
+    text = deployment.to_yaml(deployment.render_inference_service(served), warning)
+    assert text.startswith("# WARNING: the files of models:/chest-ct/1 are on this machine")
+    manifest = yaml.safe_load(text)  # the comment does not change the document kubectl reads
+    env = {e["name"]: e["value"] for e in manifest["spec"]["predictor"]["containers"][0]["env"]}
+    assert env["STORAGE_URI"] == uri
 
 
 def test_write_manifest_to_a_file_or_into_a_folder(tmp_path: Path) -> None:
@@ -84,30 +98,51 @@ def test_write_manifest_to_a_file_or_into_a_folder(tmp_path: Path) -> None:
     assert named.read_text() == into.read_text()
 
 
-def test_deploy_without_a_tracking_server_is_a_clear_error() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def test_deploy_without_any_registry_says_where_it_looked_and_creates_nothing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RADPIPE_HOME")}
     result = subprocess.run(
-        [sys.executable, "-m", "radpipe", "deploy", "chest-ct@champion"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "radpipe", "deploy", "chest-ct@champion"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("error: no MLflow tracking server configured: set MLFLOW_TRACKING_URI")
+    assert result.stderr.startswith("error: no MLflow registry found: MLFLOW_TRACKING_URI is not set")
+    assert str(tmp_path) in result.stderr and not (tmp_path / ".radpipe").exists()
 
 
-def test_serving_manifest_of_a_local_run_says_why_there_is_none(tmp_path: Path) -> None:
-    """A local run's registry keeps files on disk, which KServe cannot read: the artifact explains that,
-    and writing it does not fail the run that just registered the model."""
-    import mlflow
+def test_deploy_renders_a_local_runs_version_with_a_warning_or_a_given_storage_uri(tmp_path: Path) -> None:
+    """After `radpipe run` (the embedded store), `radpipe deploy` from any folder below finds the store and
+    prints the manifest: a preview naming the local files, or with --storage-uri where a copy lives."""
     from test_cluster_s3 import register_tiny_model
 
     from radpipe import tracking
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.setup_experiment(uri, "radpipe-s3-test")  # artifacts beside the database, not in the cwd
+    uri = tracking.embedded_tracking_uri(tmp_path)
+    tracking.setup_experiment(uri, "radpipe-s3-test")  # as the stages do: artifacts beside the database
     version = register_tiny_model(uri, "local-ct")
+    below = tmp_path / "scans" / "today"
+    below.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RADPIPE_HOME")}
+    deploy = [sys.executable, "-m", "radpipe", "deploy", "local-ct@champion"]
+    preview = subprocess.run(deploy, capture_output=True, text=True, env=env, cwd=below, timeout=120)
+    assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.startswith("# WARNING: the files of models:/local-ct/") and "warning:" in preview.stderr
+    manifest = yaml.safe_load(preview.stdout)
+    env_vars = {e["name"]: e["value"] for e in manifest["spec"]["predictor"]["containers"][0]["env"]}
+    assert env_vars["STORAGE_URI"].startswith((tmp_path / ".radpipe" / "mlartifacts").as_uri())
+    assert f"registry sqlite:///{tmp_path / '.radpipe' / 'mlflow.db'}" in preview.stderr
+    copied = subprocess.run(
+        [*deploy, "--storage-uri", "s3://models/local-ct/1/"], capture_output=True, text=True, env=env, cwd=below
+    )
+    assert copied.returncode == 0 and "warning" not in copied.stderr and copied.stdout.startswith("apiVersion")
+    assert "s3://models/local-ct/1\n" in copied.stdout
+    bad = subprocess.run([*deploy, "--storage-uri", "ftp://x/y"], capture_output=True, text=True, env=env, cwd=below)
+    assert bad.returncode == 2 and "not a storage URI KServe can fetch" in bad.stderr
+
+    # The serving manifest evaluate-and-register writes for such a version is the same preview.
     path = deployment.write_serving_manifest(tmp_path / "serving.yaml", "local-ct", version, "champion")
-    text = path.read_text()
-    assert text.startswith(f"# No InferenceService for models:/local-ct/{version}.")
-    assert "KServe cannot read" in text and yaml.safe_load(text) is None
+    assert path.read_text() == preview.stdout
     with pytest.raises(DeployError, match="cannot resolve models:/local-ct/99"):
         deployment.write_serving_manifest(tmp_path / "other.yaml", "local-ct", "99")
-    mlflow.set_tracking_uri("")

@@ -1,9 +1,11 @@
-"""images/: each Dockerfile is lint-clean and pinned, and each image holds what its code imports.
+"""images/: each Dockerfile is lint-clean and pinned, the build context holds what they copy, and each
+image holds what its code imports.
 
-No Docker here: an image's Python content is its requirements.lock (installed with --no-deps), so a clean
+Without Docker: an image's Python content is its requirements.lock (installed with --no-deps), so a clean
 virtual environment holding exactly that lock (images/lock.py, hard links of the tested packages) is
-checked instead: every module the stage's code imports, at any depth and inside functions, must import
-there, and nothing else is present.
+checked: every module the stage's code imports, at any depth and inside functions, must import there, and
+nothing else is present. The images themselves are built and run by tests/test_containers.py
+(``make test-containers``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from radpipe.images import IMAGES, STAGE_IMAGES, USER_ID
+from radpipe.images import BUILD_SPECS, IMAGES, STAGE_IMAGES, USER_ID
 from radpipe.pipelines.compile import COMPILED_PIPELINE
 from radpipe.pipelines.training_pipeline import STAGES
 
@@ -30,7 +32,7 @@ from conftest import REPO
 
 IMAGES_DIR = REPO / "images"
 HADOLINT = REPO / ".tools" / "bin" / "hadolint"
-DOCKERFILES = sorted(IMAGES_DIR.glob("*/Dockerfile"))
+DOCKERFILES = sorted(REPO / path for path in {dockerfile for dockerfile, _ in BUILD_SPECS.values()})
 _spec = importlib.util.spec_from_file_location("image_lock", IMAGES_DIR / "lock.py")
 lock = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(lock)  # type: ignore[union-attr]
@@ -63,10 +65,15 @@ def needs_image_env(image: str) -> pytest.MarkDecorator:
     )
 
 
-def test_every_image_has_a_dockerfile_requirements_and_a_lock() -> None:
-    assert {p.parent.name for p in DOCKERFILES} == set(IMAGES)
-    for name in IMAGES:
-        for file in ("Dockerfile", "requirements.txt", "requirements.lock"):
+def test_every_image_has_a_dockerfile_target_requirements_and_a_lock() -> None:
+    assert set(BUILD_SPECS) == set(IMAGES)
+    assert {p.relative_to(REPO).as_posix() for p in REPO.glob("images/**/Dockerfile")} == {
+        dockerfile for dockerfile, _ in BUILD_SPECS.values()
+    }
+    for name, (dockerfile, target) in BUILD_SPECS.items():
+        text = (REPO / dockerfile).read_text()
+        assert not target or re.search(rf"^FROM \S+ AS {target}$", text, re.MULTILINE), f"{dockerfile}: no {target}"
+        for file in ("requirements.txt", "requirements.lock"):
             assert (IMAGES_DIR / name / file).is_file(), f"images/{name}/{file} is missing"
 
 
@@ -93,29 +100,40 @@ def test_hadolint_passes_every_dockerfile() -> None:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_dockerfile_is_pinned_non_root_secret_free_and_installs_its_lock(dockerfile: Path) -> None:
+def test_dockerfile_takes_a_pinned_base_needs_no_registry_runs_non_root_and_installs_its_lock(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    for line in re.findall(r"^FROM (\S+)", text, re.MULTILINE):
-        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", line), (
-            f"base image not pinned by tag+digest: {line}"
-        )
-    assert f"USER {USER_ID}:{USER_ID}" in text and text.rstrip().count("USER ") == 1
-    name = dockerfile.parent.name
-    assert f"COPY images/{name}/requirements.lock" in text
+    # BASE_IMAGE: the pinned python slim image by default, any other (a local base) by --build-arg.
+    (default,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert re.fullmatch(r"python:3\.11[\w.-]*-bookworm@sha256:[0-9a-f]{64}", default), default
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.MULTILINE)
+    assert stages and all(base in ("${BASE_IMAGE}", *(name for _, name in stages)) for base, _ in stages), stages
+    # No frontend image to pull (`# syntax=` needs a registry), no BuildKit-only syntax (the classic builder).
+    assert not re.search(r"(?im)^#\s*syntax=", text) and "--mount=" not in text and "<<" not in text
+    assert f"USER {USER_ID}:{USER_ID}" in text and text.count("\nUSER ") == 1
     assert "pip install --no-cache-dir --no-deps -r /tmp/requirements.lock" in text
     assert not re.search(r"(?i)^\s*(ENV|ARG)\s+\S*(PASSWORD|SECRET|TOKEN|ACCESS_KEY)", text, re.MULTILINE)
-    if name in STAGE_IMAGES:
+    if dockerfile.parent.name == "images":
+        assert "COPY images/${IMAGE}/requirements.lock" in text
         # KFP's launcher stages artifacts at /s3, /minio, /gcs inside the task's container (LocalPathForURI).
         assert "chown radpipe:radpipe /s3 /minio /gcs" in text
+        assert 'io.radpipe.source-digest="${SOURCE_DIGEST}"' in text
 
 
-def test_build_context_holds_what_the_images_install() -> None:
-    ignore = (REPO / ".dockerignore").read_text().splitlines()
-    assert ignore[ignore.index("*") :][:1] == ["*"]  # allow-list: nothing enters the context unless named
-    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_else() -> None:
+    """.dockerignore as the docker SDK applies it (which, like both of Docker's builders, ignores a wildcard
+    re-include under an excluded folder)."""
+    from docker.utils.build import exclude_paths
+
+    patterns = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    context = exclude_paths(str(REPO), patterns)
+    for name in IMAGES:
+        assert f"images/{name}/requirements.lock" in context
     package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    assert set(package_dirs.values()) <= allowed
-    assert {"pyproject.toml", "README.md", "images/*/requirements.lock"} <= allowed
+    for folder in package_dirs.values():
+        assert f"{folder}/__init__.py" in context
+    assert {"pyproject.toml", "README.md"} <= context
+    leaked = {p for p in context if p.split("/")[0] in (".git", ".venv", ".tools", ".radpipe", "tests", "examples")}
+    assert not leaked and not {p for p in context if p.endswith((".pyc", "requirements.txt", ".sh"))}
 
 
 def test_image_pins_agree_with_the_project_pins() -> None:

@@ -44,11 +44,12 @@ def evaluate_and_register(
     import math
     from collections import namedtuple
 
-    from radpipe.components.evaluate_and_register import stage
-    from radpipe.components.evaluate_and_register.evaluate import micro_roc
     from radpipe.errors import stage_errors
 
     with stage_errors("evaluate-and-register"):
+        from radpipe.components.evaluate_and_register import stage
+        from radpipe.components.evaluate_and_register.evaluate import micro_roc
+
         result = stage.run(
             dataset_dir=dataset.path,
             candidate_dirs=[c.path for c in candidates],

@@ -20,10 +20,11 @@ def ingest(
     """Normalise a folder-per-class image set into train/val/test with a manifest and fingerprint."""
     from collections import namedtuple
 
-    from radpipe.components.ingest import stage
     from radpipe.errors import stage_errors
 
     with stage_errors("ingest"):
+        from radpipe.components.ingest import stage
+
         result = stage.run(data=data, track=tracking, output_dir=dataset.path, pipeline_job=pipeline_job)
     # Steps inside the candidates' ParallelFor read these from the artifact, not from output parameters:
     # kfp.local 2.17.0 replaces task-output parameters inside a loop with the loop item.

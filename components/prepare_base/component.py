@@ -10,10 +10,11 @@ IMAGE = "radpipe-prepare-base"
 
 def prepare_base(dataset: Input[Dataset], model: dict, candidate: dict, base_model: Output[Model]):
     """A keras.applications backbone with pretrained weights and a new head for the data set's classes."""
-    from radpipe.components.prepare_base import stage
     from radpipe.errors import stage_errors
 
     with stage_errors("prepare-base"):
+        from radpipe.components.prepare_base import stage
+
         spec = stage.run(model=model, candidate=candidate, dataset_dir=dataset.path, output_dir=base_model.path)
     base_model.metadata.update(
         {

@@ -19,10 +19,11 @@ def train(
     val_metrics: Output[Metrics],
 ):
     """Train one candidate (frozen head, then optional fine-tuning) inside an MLflow child run."""
-    from radpipe.components.train import stage
     from radpipe.errors import stage_errors
 
     with stage_errors("train"):
+        from radpipe.components.train import stage
+
         result = stage.run(
             dataset_dir=dataset.path,
             base_dir=base_model.path,
