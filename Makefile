@@ -52,7 +52,7 @@ test-deps: ## install headless Chromium for the upload-page tests (Debian/Ubuntu
 test: install test-deps tools ## lint, then run the test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -m "not containers" $(PYTEST_ARGS)
 
 lint: install ## ruff
 	$(BIN)/ruff check .
@@ -113,6 +113,11 @@ images: ## build every image: radpipe-<stage> x4, radpipe-serving, radpipe-mlflo
 
 # Air-gapped hosts (no container registry): a Python base image from a Debian mirror, then
 # `make images BASE_IMAGE=$(LOCAL_BASE_IMAGE)`. Needs root, debootstrap and a Docker daemon.
+# Every image built and run for real (docs/cluster.md, "On a laptop without Kubernetes"). Starts dockerd
+# where it can (root + apt-get) and stops it again; without a daemon the tests skip and say why.
+test-containers: install seed-weights ## build the base and images, run the pipeline in them and the serving container
+	BIN=$(BIN) PYTHON=$(PYTHON) BASE_IMAGE="$(BASE_IMAGE)" PYTEST_ARGS="$(PYTEST_ARGS)" images/test-containers.sh
+
 base-image: ## make $(LOCAL_BASE_IMAGE) from a Debian mirror (DEBIAN_MIRROR=) for hosts that cannot pull
 	images/base/build.sh $(LOCAL_BASE_IMAGE)
 

@@ -50,6 +50,8 @@ class ContainerSetup:
 
     read_only: set[Path] = field(default_factory=set)
     writable: set[Path] = field(default_factory=set)
+    mounted_by_kfp: set[Path] = field(default_factory=set)
+    """Writable, but kfp.local mounts them itself (the pipeline root): no second mount."""
     environment: dict[str, str] = field(default_factory=dict)
     user: str = ""
     keras_cache: Path | None = None
@@ -59,7 +61,7 @@ class ContainerSetup:
         from docker.types import Mount
 
         mounts = [Mount(str(p), str(p), type="bind", read_only=True) for p in sorted(self.read_only - self.writable)]
-        mounts += [Mount(str(p), str(p), type="bind") for p in sorted(self.writable)]
+        mounts += [Mount(str(p), str(p), type="bind") for p in sorted(self.writable - self.mounted_by_kfp)]
         if self.keras_cache is not None:
             mounts.append(Mount(f"{CONTAINER_KERAS_HOME}/models", str(self.keras_cache), type="bind", read_only=True))
         return {
@@ -141,25 +143,21 @@ def docker_client() -> Any:
     return client
 
 
-def check_images(client: Any, registry: str, tag: str, repo: Path | None) -> dict[str, str]:
-    """Every stage image, by stage: present on this Docker host, and built from this checkout's sources.
-
-    ``repo``: the source checkout radpipe runs from (None for an installed radpipe: no staleness check).
-    """
+def check_images(client: Any, refs: dict[str, str], repo: Path | None) -> None:
+    """Every image of ``refs`` (image folder -> reference) is on this Docker host and, when radpipe runs
+    from a source checkout (``repo``), was built from its sources (the label ``make images`` sets)."""
     import docker
 
-    found, missing, stale = {}, [], []
-    for stage, image in STAGE_IMAGES.items():
-        ref = image_ref(image, registry, tag)
+    missing, stale = [], []
+    for image, ref in refs.items():
         try:
             labels = client.images.get(ref).labels or {}
         except docker.errors.ImageNotFound:
             missing.append(ref)
             continue
         built_from = labels.get(SOURCE_DIGEST_LABEL, "")
-        if repo is not None and built_from and built_from != "unknown" and built_from != source_digest(repo, stage):
+        if repo is not None and built_from not in ("", "unknown") and built_from != source_digest(repo, image):
             stale.append(ref)
-        found[stage] = ref
     if missing:
         raise RadpipeError(f"images not on this Docker host: {', '.join(missing)}; {REBUILD_HINT}")
     if stale and not os.environ.get("RADPIPE_ALLOW_STALE_IMAGES"):
@@ -167,7 +165,6 @@ def check_images(client: Any, registry: str, tag: str, repo: Path | None) -> dic
             f"images built from other sources than this checkout: {', '.join(stale)}; rebuild them "
             "(`make images`), or set RADPIPE_ALLOW_STALE_IMAGES=1 to run them anyway"
         )
-    return found
 
 
 def source_checkout() -> Path | None:
@@ -186,11 +183,12 @@ def docker_runner(
 
     client = docker_client()
     try:
-        check_images(client, registry, tag, source_checkout())
+        refs = {stage: image_ref(image, registry, tag) for stage, image in STAGE_IMAGES.items()}
+        check_images(client, refs, source_checkout())
     finally:
         client.close()
     uri = config.tracking.uri
-    writable = [pipeline_root, error_file.parent]
+    writable = [pipeline_root]  # the error file is in it
     with contextlib.ExitStack() as stack:
         if not uri.startswith(("http://", "https://")):
             artifact_root = tracking.sqlite_artifact_root(uri)
@@ -206,5 +204,6 @@ def docker_runner(
         keras_cache = keras_cache_dir()
         setup = container_setup(config, uri, writable, keras_cache if keras_cache.is_dir() else None)
         setup.environment[ERROR_FILE_ENV] = str(error_file)
+        setup.mounted_by_kfp = {pipeline_root.resolve()}
         prepare_writable(sorted(setup.writable), setup.user)
         yield local.DockerRunner(**setup.runner_args()), config.replace(tracking=config.tracking.replace(uri=uri))

@@ -200,7 +200,44 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"{manifest['metadata']['name']} serves {served.storage_uri}",
         file=sys.stderr,
     )
+    if args.docker:
+        _serve_in_docker(manifest, served, args.port)
     return 0
+
+
+def _serve_in_docker(manifest: dict, served, port: int) -> None:  # type: ignore[no-untyped-def]
+    """``deploy --docker``: the manifest's predictor container on this machine, until Ctrl-C."""
+    import signal
+    import tempfile
+
+    from radpipe import local_deploy, storage
+
+    with tempfile.TemporaryDirectory(prefix="radpipe-mnt-models-") as tmp:
+        if storage.scheme(served.storage_uri) == "file":
+            model_dir = storage.local_path(served.storage_uri)
+        else:  # what KServe's storage initializer does before the predictor starts
+            model_dir = storage.fetch(served.storage_uri, tmp, label="storage-initializer")
+        os.chmod(tmp, 0o755)  # the predictor runs as 10001
+        predictor = local_deploy.start(manifest, model_dir, port)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # docker stop, kill: clean up too
+        try:
+            container = local_deploy.predictor_container(manifest)
+            seconds = predictor.wait_ready(container.get("readinessProbe"))
+            name = served.name
+            print(
+                f"ready in {seconds:.1f} s: {container['image']} serving models:/{name}/{served.version}\n"
+                f"  V2 infer     POST {predictor.url}/v2/models/{name}/infer\n"
+                f"  upload page  {predictor.url}/ui/\n"
+                "Ctrl-C stops and removes the container",
+                file=sys.stderr,
+                flush=True,
+            )
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            predictor.stop()
 
 
 def _registry_call(action):  # type: ignore[no-untyped-def]
@@ -339,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--image", default="", help="serving image (default: $RADPIPE_SERVING_IMAGE or radpipe-serving)")
     dep.add_argument("--image-registry", default="", help="prefix of the serving image, e.g. ghcr.io/acme")
     dep.add_argument("--image-tag", default="", help=f"tag of the serving image (default: {__version__})")
+    dep.add_argument(
+        "--docker",
+        action="store_true",
+        help="also run the manifest's predictor container here, as KServe would (make images first)",
+    )
+    dep.add_argument("--port", type=int, default=8080, help="--docker: the host port on 127.0.0.1 (default 8080)")
     dep.add_argument(
         "--storage-uri",
         default="",

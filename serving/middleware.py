@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from radpipe.serving import metrics
+from radpipe.serving import binary, metrics
+from radpipe.serving.protocol import RequestError
 
 Scope = dict[str, Any]
 ERROR_KIND_KEY = "radpipe.error_kind"
@@ -107,6 +108,13 @@ class ServingMiddleware:
                     scope[ERROR_KIND_KEY] = kind
                     await _send_json(send_and_watch, code, {"error": message})
                     return
+                if endpoint == "infer_v2":
+                    try:
+                        scope, body = _as_json_request(scope, body)
+                    except RequestError as exc:
+                        scope[ERROR_KIND_KEY] = exc.kind
+                        await _send_json(send_and_watch, exc.status, {"error": str(exc)})
+                        return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_and_watch)
         except Exception:
@@ -159,6 +167,22 @@ class ServingMiddleware:
                 '{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["<base64 PNG>"]}]}',
             )
         return body, None
+
+
+def _as_json_request(scope: Scope, body: bytes) -> tuple[Scope, bytes]:
+    """A V2 inference request as KServe parses it best: JSON, declared as JSON.
+
+    A binary-extension request (``Inference-Header-Content-Length``) becomes the equivalent JSON
+    (:mod:`radpipe.serving.binary`); a JSON body sent without ``Content-Type: application/json`` (as
+    ``tritonclient`` sends it) is declared as JSON instead of reaching KServe as opaque bytes.
+    """
+    headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() not in (b"content-type", b"content-length")]
+    length = dict(headers).get(binary.HEADER_LENGTH.encode())
+    if length is not None:
+        body = binary.to_json_request(body, binary.header_length(length, len(body)))
+        headers = [(k, v) for k, v in headers if k.lower() != binary.HEADER_LENGTH.encode()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers}, body
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -158,6 +158,7 @@ class ServerProcess:
     ) -> None:
         self.port = free_port()
         self.grpc_port: int | None = None
+        self.model_dir: Path | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = root / "cwd"  # the server's working directory and TMPDIR: must stay empty
         self.workdir.mkdir(parents=True)
@@ -238,6 +239,7 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         tmp_path_factory.mktemp("server"),
     )
     server.grpc_port = grpc_port
+    server.model_dir = served_model_dir
     try:
         server.wait_ready()
         yield server

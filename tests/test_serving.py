@@ -128,6 +128,77 @@ def test_several_images_in_one_request_keep_their_order(model_server: ServerProc
     assert outputs(answer)["label"]["data"] == [predicted[str(p)]["label"] for p in paths]
 
 
+def test_tritonclient_json_and_binary_get_the_answers_of_radpipe_predict(
+    model_server: ServerProcess, predicted: dict
+) -> None:
+    """A V2 client nobody here wrote: image files as BYTES, base64 in JSON and raw with the binary extension,
+    answers asked for as JSON and as binary outputs."""
+    import tritonclient.http as triton
+
+    paths = TEST_IMAGES[:3]
+    raw = np.array([p.read_bytes() for p in paths], dtype=np.object_)
+    client = triton.InferenceServerClient(model_server.url.removeprefix("http://"))
+    for binary in (False, True):
+        tensor = triton.InferInput("image", [len(paths)], "BYTES")
+        data = raw if binary else np.array([base64.b64encode(b) for b in raw], dtype=np.object_)
+        tensor.set_data_from_numpy(data, binary_data=binary)
+        wanted = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("probabilities", "label")]
+        answer = client.infer("chest-ct", [tensor], outputs=wanted)
+        expected = [[predicted[str(p)]["scores"][c] for c in SAMPLE_CLASSES] for p in paths]
+        np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, rtol=1e-4, atol=1e-6)
+        labels = [x.decode() if isinstance(x, bytes) else x for x in answer.as_numpy("label")]
+        assert labels == [predicted[str(p)]["label"] for p in paths]
+    # A raw FP32 tensor in binary, too.
+    pixels = np.stack([Classifier.load(str(model_server.model_dir)).preprocess(p) for p in paths]).astype(np.float32)
+    tensor = triton.InferInput("image", list(pixels.shape), "FP32")
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    answer = client.infer("chest-ct", [tensor])
+    expected = [[predicted[str(p)]["scores"][c] for c in SAMPLE_CLASSES] for p in paths]
+    np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, rtol=1e-4, atol=1e-6)
+
+
+def binary_request(url: str, header: dict, tail: bytes, length: str | None = None) -> tuple[int, Any]:
+    head = json.dumps(header).encode()
+    request = urllib.request.Request(f"{url}/v2/models/chest-ct/infer", data=head + tail, method="POST")
+    request.add_header("Inference-Header-Content-Length", length if length is not None else str(len(head)))
+    request.add_header("Content-Type", "application/octet-stream")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_malformed_binary_framing_gets_a_400_that_says_what_was_wrong(model_server: ServerProcess) -> None:
+    png = TEST_IMAGES[0].read_bytes()
+    framed = len(png).to_bytes(4, "little") + png
+
+    def header(size: int, datatype: str = "BYTES", shape: list[int] | None = None) -> dict:
+        tensor = {"name": "image", "shape": shape or [1], "datatype": datatype}
+        return {"inputs": [{**tensor, "parameters": {"binary_data_size": size}}]}
+
+    url = model_server.url
+    cases = {
+        "header length not a number": binary_request(url, header(len(framed)), framed, length="abc"),
+        "header length past the body": binary_request(url, header(len(framed)), framed, length="999999"),
+        "unframed BYTES": binary_request(url, header(len(png)), png),
+        "element longer than its data": binary_request(url, header(8), (99).to_bytes(4, "little") + b"abcd"),
+        "binary_data_size past the body": binary_request(url, header(len(framed) + 10), framed),
+        "bytes after the last input": binary_request(url, header(len(framed)), framed + b"junk"),
+        "FP32 of the wrong length": binary_request(url, header(10, "FP32", [1, 32, 32, 3]), b"\0" * 10),
+        "header not JSON": binary_request(url, {}, b"", length="2"),
+    }
+    for case, (status, answer) in cases.items():
+        assert status == 400, (case, status, answer)
+        assert "binary data extension" in answer["error"], (case, answer)
+    assert "'abc', not a number of bytes" in cases["header length not a number"][1]["error"]
+    assert "4 bytes follow its 1 elements" not in cases["unframed BYTES"][1]["error"]
+    assert "takes 12288 bytes, binary_data_size says 10" in cases["FP32 of the wrong length"][1]["error"]
+    # ... and a well-framed request still works.
+    status, answer = binary_request(url, header(len(framed)), framed)
+    assert status == 200 and outputs(answer)["probabilities"]["shape"] == [1, 4]
+
+
 def test_fp32_tensor_input_is_taken_as_preprocessed_pixels(
     model_server: ServerProcess, served_model_dir: Path, predicted: dict
 ) -> None:
