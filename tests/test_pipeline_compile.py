@@ -71,3 +71,15 @@ def test_resources_are_requested_for_the_cluster() -> None:
     spec = next(yaml.safe_load_all(COMPILED_PIPELINE.read_text()))
     train = executors(spec)["exec-train"]["container"]["resources"]
     assert train["cpuRequest"] == 2 and train["memoryLimit"] > train["memoryRequest"] > 0
+
+
+def test_every_input_and_output_of_every_stage_has_a_description_for_the_kfp_ui() -> None:
+    """KFP turns each component's Google-style ``Args:``/``Returns:`` docstring into the descriptions the UI
+    shows next to each input and output."""
+    spec = next(yaml.safe_load_all(COMPILED_PIPELINE.read_text()))
+    for name in ("comp-ingest", "comp-prepare-base", "comp-train", "comp-evaluate-and-register"):
+        component = spec["components"][name]
+        for side in ("inputDefinitions", "outputDefinitions"):
+            for kind in ("parameters", "artifacts"):
+                for key, definition in component.get(side, {}).get(kind, {}).items():
+                    assert definition.get("description", "").strip(), f"{name}: {side}.{kind}.{key} has none"

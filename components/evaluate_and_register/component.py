@@ -1,6 +1,6 @@
 """KFP wrapper of the evaluate-and-register stage; the logic is in ``stage.py`` and the modules it calls.
 
-Runs in the ``radpipe-evaluate-and-register`` image (``images/evaluate-and-register/Dockerfile``). What
+Runs in the ``radpipe-evaluate-and-register`` image (``images/Dockerfile``). What
 the KFP UI shows for this task: ``test_metrics`` (scalars), ``classification`` (confusion matrix and ROC
 curve), ``report`` (the HTML report with every plot and the model card), ``model_card`` (Markdown),
 ``serving_manifest`` (the KServe InferenceService of the new version, for ``kubectl apply -f``).
@@ -40,7 +40,33 @@ def evaluate_and_register(
     ],
 ):
     """Choose the best candidate on validation, score it on test against the champion, register it in MLflow,
-    and move the challenger alias only if it passes the gate."""
+    and move the challenger alias only if it passes the gate.
+
+    Args:
+        dataset: The ingested image set (validation and test splits).
+        candidates: Every trained candidate of the search.
+        evaluate: The ``evaluate`` section of the radpipe config: selection score, ensemble, calibration,
+            bootstrap intervals, Grad-CAM.
+        register: The ``register`` section: registered model name and the gate's thresholds.
+        tracking: The ``tracking`` section: MLflow ``uri`` (else ``MLFLOW_TRACKING_URI``) and experiment.
+        parent_run_id: The MLflow parent run ingest opened; closed here, FINISHED or FAILED.
+        data_fingerprint: ingest's fingerprint of the image set, recorded on the version.
+
+    Returns:
+        test_metrics: Test scores of the registered model, with 95 % bootstrap intervals.
+        classification: Test confusion matrix and ROC curve, drawn by the KFP UI.
+        report: The HTML report: every plot, the gate's reasons, the model card.
+        model_card: The model card (Markdown): data, training, per-class metrics, limits.
+        serving_manifest: The KServe InferenceService serving the new version (``kubectl apply -f``).
+        model_uri: ``models:/NAME/VERSION`` of the new version.
+        model_name: The registered model's name.
+        model_version: The new version's number.
+        aliases: The aliases the new version holds after this run (``challenger``, ``champion``, or none).
+        gate: ``passed`` or ``failed``: whether the version became the challenger.
+        candidate: The chosen candidate's name (or the ensemble of several).
+        test_accuracy: Test accuracy of the new version.
+        test_macro_f1: Test macro-F1 of the new version.
+    """
     import math
     from collections import namedtuple
 
