@@ -170,11 +170,18 @@ class ModelConfig(Section):
     weights: str = "imagenet"
     """``imagenet`` (Keras cache or download), ``none`` (random; must be explicit), or a path / s3:// /
     https:// URI of a weights file for the backbone without its top."""
-    image_size: int = 256
-    """Square input size in pixels. 256 beat 224 on the chest CT validation split (docs/benchmarks.md)."""
+    image_size: int = 448
+    """Square input size in pixels: the largest scale the backbone sees (docs/benchmarks.md, "Resolution")."""
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
+    """Fractions of ``image_size`` at which the backbone sees each image (224, 336 and 448 px by default);
+    the pooled features of every scale are concatenated for the head. ``[1.0]``: one scale."""
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
+
+    def pixel_scales(self) -> list[int]:
+        """``scales`` in pixels, smallest first, without repeats."""
+        return scale_pixels(self.image_size, self.scales)
 
     def validate(self, path: str) -> None:
         _check(
@@ -186,6 +193,16 @@ class ModelConfig(Section):
         _check(32 <= self.image_size <= 1024, _join(path, "image_size"), f"must be 32..1024, got {self.image_size}")
         _check(0.0 <= self.dropout < 1.0, _join(path, "dropout"), f"must be in [0, 1), got {self.dropout}")
         _check(self.dense_units >= 0, _join(path, "dense_units"), f"must be >= 0, got {self.dense_units}")
+        _check(bool(self.scales), _join(path, "scales"), "must list at least one fraction of image_size, e.g. [1.0]")
+        for i, scale in enumerate(self.scales):
+            _check(0.0 < scale <= 1.0, _join(path, f"scales[{i}]"), f"must be in (0, 1], got {scale}")
+        smallest = min(self.pixel_scales())
+        _check(smallest >= 32, _join(path, "scales"), f"the smallest scale is {smallest} px; backbones need >= 32")
+
+
+def scale_pixels(image_size: int, scales: list[float]) -> list[int]:
+    """Fractions of ``image_size`` as pixel sizes, smallest first, without repeats."""
+    return sorted({max(1, round(image_size * scale)) for scale in scales})
 
 
 @dataclass(frozen=True)
@@ -220,16 +237,22 @@ class TrainConfig(Section):
     class_weights: bool = True
     early_stopping_patience: int = 10
     """Stop a phase after this many epochs without a better validation loss (0 = never stop early)."""
+    head: str = "logistic"
+    """How the head is fitted on the frozen backbone's features: 'logistic' (scikit-learn's multinomial
+    logistic regression on standardised features, its L2 strength chosen on validation log loss among
+    ``head_c``; deterministic) or 'keras' (gradient descent for ``epochs`` with early stopping)."""
+    head_c: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
+    """Inverse L2 strengths the 'logistic' head tries (scikit-learn's ``C``)."""
     head_on_features: bool = True
     """Train the frozen-phase head on backbone features computed once (see components/train/features.py);
     false trains it end to end with augmentation, every epoch a full forward pass."""
     feature_cache: str = ""
     """Folder or s3:// prefix where backbone features are cached across candidates and runs ('' = none;
     local runs default to .radpipe/cache)."""
-    fine_tune_layers: int = 200
+    fine_tune_layers: int = 0
     """Unfreeze this many layers at the top of the backbone after the frozen phase (0 = no fine-tuning;
     at least the backbone's depth, e.g. 154 for MobileNetV2, = all of it; BatchNorm stays frozen)."""
-    fine_tune_epochs: int = 20
+    fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-4
     fine_tune_warmup_epochs: int = 2
     """Linear learning-rate warm-up at the start of fine-tuning (with lr_schedule 'cosine')."""
@@ -250,6 +273,17 @@ class TrainConfig(Section):
             _join(path, "lr_schedule"),
             f"must be 'cosine' or 'constant', got {self.lr_schedule!r}",
         )
+        _check(
+            self.head in ("logistic", "keras"), _join(path, "head"), f"must be 'logistic' or 'keras', got {self.head!r}"
+        )
+        _check(
+            self.head == "keras" or self.head_on_features,
+            _join(path, "head"),
+            "'logistic' fits on cached backbone features: set head_on_features true, or head 'keras'",
+        )
+        _check(bool(self.head_c), _join(path, "head_c"), "must list at least one value")
+        for i, c in enumerate(self.head_c):
+            _check(c > 0, _join(path, f"head_c[{i}]"), f"must be > 0, got {c}")
         _check(self.fine_tune_layers >= 0, _join(path, "fine_tune_layers"), "must be >= 0")
         _check(self.fine_tune_epochs >= 0, _join(path, "fine_tune_epochs"), "must be >= 0")
         _check(self.fine_tune_warmup_epochs >= 0, _join(path, "fine_tune_warmup_epochs"), "must be >= 0")

@@ -36,8 +36,15 @@ class GradCam:
         self._features = keras.Model(
             backbone.input, [backbone.get_layer(spec.feature_layer).output, backbone.output], name="gradcam_features"
         )
-        # The head is the chain of layers after the backbone (dropout, optional dense, softmax).
-        self._head = model.layers[model.layers.index(backbone) + 1 :]
+        # The head is the chain of layers after its input (dropout, optional dense, softmax): after the
+        # backbone, or after the concatenation of every scale's features.
+        head_input = model.get_layer("features") if spec.is_multiscale else backbone
+        self._head = model.layers[model.layers.index(head_input) + 1 :]
+        # A multi-scale model: the backbone sees each scale through that scale's resize layer.
+        size = int(model.input_shape[1])
+        self._views = [
+            (None if scale == size else model.get_layer(f"resize_{scale}")) for scale in (spec.scales or [size])
+        ]
 
     def heatmaps(self, images: np.ndarray, class_index: int | np.ndarray | None = None) -> np.ndarray:
         """``images`` float32 (n, H, W, 3) in [0, 255] -> heatmaps (n, H, W) in [0, 1].
@@ -50,8 +57,13 @@ class GradCam:
         if self._members:
             return self._ensemble_heatmaps(x, class_index)
         with tf.GradientTape() as tape:
-            conv, pooled = self._features(self._normalize(x), training=False)
-            out = pooled
+            normalized = self._normalize(x)
+            convs, pooled = [], []
+            for resize in self._views:
+                conv, features = self._features(normalized if resize is None else resize(normalized), training=False)
+                convs.append(conv)
+                pooled.append(features)
+            out = pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
             for layer in self._head:
                 out = layer(out, training=False)
             if class_index is None:
@@ -59,13 +71,17 @@ class GradCam:
             else:
                 target = tf.broadcast_to(tf.constant(class_index, dtype=tf.int64), [tf.shape(out)[0]])
             score = tf.gather(out, target, axis=1, batch_dims=1)
-        grads = tape.gradient(score, conv)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
-        cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
         size = x.shape[1:3]
-        cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
-        return np.clip(cam.numpy(), 0.0, 1.0)
+        total = tf.zeros(tf.shape(x)[:3])
+        # Each scale's map where that scale's features moved the score, brought to the image's size and
+        # averaged: one heatmap for what the model as a whole looked at.
+        for conv, grads in zip(convs, tape.gradient(score, convs), strict=True):
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
+            cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+            total += tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
+        total = total / (tf.reduce_max(total, axis=(1, 2), keepdims=True) + 1e-8)
+        return np.clip(total.numpy(), 0.0, 1.0)
 
     def _ensemble_heatmaps(self, x: Any, class_index: int | np.ndarray | None) -> np.ndarray:
         import tensorflow as tf

@@ -34,6 +34,9 @@ class ModelSpec:
     """Name of the nested backbone model inside the Keras model."""
     feature_layer: str = ""
     """Last convolutional activation inside the backbone (Grad-CAM's target)."""
+    scales: list[int] = field(default_factory=list)
+    """Pixel sizes at which the backbone sees the image (``resize_<size>`` layers in front of it, pooled
+    features concatenated as the layer ``features``); empty: one scale, the input size."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Stage-specific provenance: training config, data fingerprint, history summary."""
     members: list[ModelSpec] = field(default_factory=list)
@@ -43,6 +46,10 @@ class ModelSpec:
     @property
     def is_ensemble(self) -> bool:
         return bool(self.members)
+
+    @property
+    def is_multiscale(self) -> bool:
+        return len(self.scales) > 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -62,6 +69,7 @@ class ModelSpec:
             weights=data["weights"],
             backbone_layer=data.get("backbone_layer", "backbone"),
             feature_layer=data.get("feature_layer", ""),
+            scales=[int(x) for x in data.get("scales", [])],
             extra=dict(data.get("extra", {})),
             members=[cls.from_dict(member) for member in data.get("members", [])],
         )

@@ -141,7 +141,7 @@ def served_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from radpipe.modelspec import load_model_dir, save_model_dir
 
     root = tmp_path_factory.mktemp("served-model")
-    prepare_base(ModelConfig(weights="none", image_size=32), SAMPLE_CLASSES, root / "base", root)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), SAMPLE_CLASSES, root / "base", root)
     model, spec = load_model_dir(root / "base")
     head = model.get_layer("probabilities")
     kernel, bias = head.get_weights()

@@ -18,10 +18,9 @@ pytestmark = pytest.mark.e2e
 
 FAST = [
     "model.weights=none",
-    "model.image_size=32",
+    "model.image_size=64",
+    "model.scales=[0.5, 1.0]",  # the default's shape (one backbone at several scales), small
     "train.epochs=2",
-    "train.fine_tune_layers=0",  # the default fine-tunes the whole backbone: not needed to test the DAG
-    "train.fine_tune_epochs=0",
     "register.model_name=tiny",
 ]
 

@@ -25,7 +25,9 @@ def members(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("members")
     dirs = []
     for name, size, dense in (("small", 32, 0), ("large", 40, 8)):
-        prepare_base(ModelConfig(weights="none", image_size=size, dense_units=dense), CLASSES, root / name, root)
+        prepare_base(
+            ModelConfig(weights="none", image_size=size, scales=[1.0], dense_units=dense), CLASSES, root / name, root
+        )
         spec = read_spec(root / name).with_extra(candidate=name, val_metrics={"val_accuracy": 0.5})
         model, _ = load_model_dir(root / name)
         save_model_dir(model, spec, root / f"{name}-candidate")
@@ -71,7 +73,7 @@ def test_grad_cam_explains_an_ensemble_at_its_input_size(members: list[Path]) ->
 
 def test_candidates_of_different_data_sets_are_not_averaged(members: list[Path], tmp_path: Path) -> None:
     other = tmp_path / "other"
-    prepare_base(ModelConfig(weights="none", image_size=32), ["x", "y"], other, tmp_path)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), ["x", "y"], other, tmp_path)
     candidates = read_candidates([str(members[0]), str(other)])
     with pytest.raises(RadpipeError, match="different classes"):
         ensemble.build_spec(candidates, {})

@@ -93,7 +93,7 @@ def with_head(source: Path, dataset: Path, target: Path, kind: str, name: str, r
 def models(server: str, ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("candidates")
     classes = read_manifest(ingested_tiny)["classes"]
-    prepare_base(ModelConfig(weights="none", image_size=32), classes, root / "base", root)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), classes, root / "base", root)
     train_stage.run(
         dataset_dir=str(ingested_tiny),
         base_dir=str(root / "base"),

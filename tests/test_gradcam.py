@@ -32,7 +32,12 @@ def test_heatmaps_follow_the_object_and_the_class(tmp_path: Path) -> None:
 
 
 def test_works_on_a_random_model_and_overlay_is_an_image(tmp_path: Path) -> None:
-    prepare_base(ModelConfig(weights="none", image_size=32, dense_units=8), ["a", "b", "c"], tmp_path / "m", tmp_path)
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0], dense_units=8),
+        ["a", "b", "c"],
+        tmp_path / "m",
+        tmp_path,
+    )
     model, spec = load_model_dir(tmp_path / "m")
     maps = GradCam(model, spec).heatmaps(np.full((3, 32, 32, 3), 128, np.float32), class_index=2)
     assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
@@ -40,8 +45,17 @@ def test_works_on_a_random_model_and_overlay_is_an_image(tmp_path: Path) -> None
     assert blended.dtype == np.uint8 and blended.shape == (32, 32, 3) and blended.max() > 0
 
 
+def test_a_multiscale_model_is_explained_at_every_scale(tmp_path: Path) -> None:
+    prepare_base(ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0]), ["a", "b"], tmp_path / "m", tmp_path)
+    model, spec = load_model_dir(tmp_path / "m")
+    cam = GradCam(model, spec)
+    assert [view.name if view else None for view in cam._views] == ["resize_32", None]
+    maps = cam.heatmaps(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32))
+    assert maps.shape == (2, 64, 64) and np.isfinite(maps).all() and maps.max() <= 1.0
+
+
 def test_a_model_without_feature_layer_is_refused(tmp_path: Path) -> None:
-    prepare_base(ModelConfig(weights="none", image_size=32), ["a", "b"], tmp_path / "m", tmp_path)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), ["a", "b"], tmp_path / "m", tmp_path)
     model, spec = load_model_dir(tmp_path / "m")
     with pytest.raises(ValueError, match="names no feature layer"):
         GradCam(model, spec.__class__(**{**spec.__dict__, "feature_layer": ""}))

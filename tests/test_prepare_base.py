@@ -42,7 +42,9 @@ def first_conv_kernel(model_dir: Path) -> np.ndarray:
 
 
 def test_random_weights_only_when_explicit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = prepare_base(ModelConfig(weights="none", image_size=32), CLASSES, tmp_path / "m", tmp_path / "w")
+    spec = prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w"
+    )
     assert "RANDOM weights" in capsys.readouterr().err
     model, loaded = load_model_dir(tmp_path / "m")
     assert loaded == spec and loaded.class_names == CLASSES and loaded.weights == "none"
@@ -54,7 +56,10 @@ def test_weights_from_a_file_are_really_loaded(tmp_path: Path, mobilenet_weights
     import keras
 
     prepare_base(
-        ModelConfig(weights=str(mobilenet_weights_file), image_size=32), CLASSES, tmp_path / "m", tmp_path / "w"
+        ModelConfig(weights=str(mobilenet_weights_file), image_size=32, scales=[1.0]),
+        CLASSES,
+        tmp_path / "m",
+        tmp_path / "w",
     )
     reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     reference.load_weights(mobilenet_weights_file)
@@ -65,14 +70,17 @@ def test_weights_from_s3_and_https(tmp_path: Path, mobilenet_weights_file: Path,
     boto3.client("s3").create_bucket(Bucket="weights")
     storage.upload(mobilenet_weights_file, "s3://weights/mnv2.weights.h5")
     prepare_base(
-        ModelConfig(weights="s3://weights/mnv2.weights.h5", image_size=32), CLASSES, tmp_path / "s3", tmp_path / "w1"
+        ModelConfig(weights="s3://weights/mnv2.weights.h5", image_size=32, scales=[1.0]),
+        CLASSES,
+        tmp_path / "s3",
+        tmp_path / "w1",
     )
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mobilenet_weights_file.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/{mobilenet_weights_file.name}"
-        prepare_base(ModelConfig(weights=url, image_size=32), CLASSES, tmp_path / "http", tmp_path / "w2")
+        prepare_base(ModelConfig(weights=url, image_size=32, scales=[1.0]), CLASSES, tmp_path / "http", tmp_path / "w2")
     finally:
         server.shutdown()
     np.testing.assert_array_equal(first_conv_kernel(tmp_path / "s3"), first_conv_kernel(tmp_path / "http"))
@@ -86,7 +94,7 @@ def test_missing_imagenet_weights_fail_with_how_to_provide_them(
     offline = dataclasses.replace(backbones.BACKBONES["mobilenet_v2"], weights_url="http://127.0.0.1:9/w.h5")
     monkeypatch.setitem(backbones.BACKBONES, "mobilenet_v2", offline)
     with pytest.raises(WeightsError) as info:
-        prepare_base(ModelConfig(image_size=32), CLASSES, tmp_path / "m", tmp_path / "w")
+        prepare_base(ModelConfig(image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w")
     message = str(info.value)
     assert "are not in the Keras cache" in message and "--weights PATH_OR_URI" in message
     assert "model.weights=none" in message
@@ -97,9 +105,13 @@ def test_garbage_weights_file_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     with pytest.raises(WeightsError, match="cannot load"):
-        prepare_base(ModelConfig(weights=str(bad), image_size=32), CLASSES, tmp_path / "m", tmp_path / "w")
+        prepare_base(
+            ModelConfig(weights=str(bad), image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w"
+        )
     with pytest.raises(WeightsError, match="is not a file"):
-        prepare_base(ModelConfig(weights=str(tmp_path), image_size=32), CLASSES, tmp_path / "m", tmp_path / "w")
+        prepare_base(
+            ModelConfig(weights=str(tmp_path), image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w"
+        )
 
 
 @needs_shared(SHARED_WEIGHTS)
@@ -117,7 +129,7 @@ def test_imagenet_from_the_keras_cache(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnet_b0"])
 def test_other_backbones_build(name: str) -> None:
-    model = build_classifier(ModelConfig(backbone=name, weights="none", image_size=32), 2, None)
+    model = build_classifier(ModelConfig(backbone=name, weights="none", image_size=32, scales=[1.0]), 2, None)
     assert model.output_shape == (None, 2)
     feature = backbones.BACKBONES[name].feature_layer
     assert model.get_layer("backbone").get_layer(feature) is not None

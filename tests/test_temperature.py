@@ -31,7 +31,9 @@ def test_the_fit_sharpens_under_confident_probabilities_and_lowers_the_loss() ->
 
 
 def test_baked_into_the_last_layer_it_is_exactly_dividing_the_logits(tmp_path: Path) -> None:
-    prepare_base(ModelConfig(weights="none", image_size=32, dropout=0.0), ["a", "b", "c"], tmp_path / "m", tmp_path)
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0], dropout=0.0), ["a", "b", "c"], tmp_path / "m", tmp_path
+    )
     model, spec = load_model_dir(tmp_path / "m")
     x = np.random.default_rng(1).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
     before = np.asarray(model.predict_on_batch(x))
@@ -40,7 +42,7 @@ def test_baked_into_the_last_layer_it_is_exactly_dividing_the_logits(tmp_path: P
 
 
 def test_too_few_validation_images_leave_the_model_as_it_is_and_say_why(tmp_path: Path) -> None:
-    prepare_base(ModelConfig(weights="none", image_size=32), ["a", "b"], tmp_path / "m", tmp_path)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), ["a", "b"], tmp_path / "m", tmp_path)
     model, spec = load_model_dir(tmp_path / "m")
     x = np.zeros((4, 32, 32, 3), np.float32)
     before = np.asarray(model.predict_on_batch(x))

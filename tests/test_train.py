@@ -15,13 +15,18 @@ from radpipe.errors import DataError
 from radpipe.modelspec import load_model_dir
 
 NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
-NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}  # the default fine-tunes: these tests need not
+NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}
 
 
 @pytest.fixture(scope="module")
 def base_dir(ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("base")
-    prepare_base(ModelConfig(weights="none", image_size=32), read_manifest(ingested_tiny)["classes"], root / "m", root)
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0]),
+        read_manifest(ingested_tiny)["classes"],
+        root / "m",
+        root,
+    )
     return root / "m"
 
 
@@ -30,6 +35,7 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
 ) -> None:
     seen: list[dict] = []
     config = TrainConfig(
+        head="keras",
         epochs=2,
         learning_rate=1e-2,
         fine_tune_layers=12,
@@ -68,7 +74,7 @@ def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp
 
 
 def test_frozen_phase_end_to_end_when_asked(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=2, head_on_features=False, **NO_FINE_TUNING)
+    config = TrainConfig(head="keras", epochs=2, head_on_features=False, **NO_FINE_TUNING)
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
     assert [r["phase"] for r in result.history] == ["frozen"] * 2
     assert "features" not in result.spec.extra
@@ -76,10 +82,58 @@ def test_frozen_phase_end_to_end_when_asked(base_dir: Path, ingested_tiny: Path,
 
 def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
     config = TrainConfig(
-        epochs=30, learning_rate=1e-6, early_stopping_patience=2, augmentation=NO_AUGMENTATION, **NO_FINE_TUNING
+        head="keras",
+        epochs=30,
+        learning_rate=1e-6,
+        early_stopping_patience=2,
+        augmentation=NO_AUGMENTATION,
+        **NO_FINE_TUNING,
     )
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
     assert len(result.history) < 30
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_logistic_head_is_the_regression_chosen_on_validation_folded_into_the_model(
+    classes: int, tmp_path: Path
+) -> None:
+    """The saved model computes the chosen regression's probabilities, whatever the seed."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.components.train.features import feature_extractor
+    from radpipe.config import DataConfig
+
+    from conftest import make_tree
+
+    names = ["cats", "dogs", "owls"][:classes]
+    values = {"cats": 60, "dogs": 190, "owls": 125}
+    make_tree(tmp_path / "src", {n: 14 for n in names}, value_of=lambda folder: values[folder])
+    ingest(DataConfig(uri=str(tmp_path / "src")), tmp_path / "ds", tmp_path / "w")
+    model_config = ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0])
+    spec = prepare_base(model_config, names, tmp_path / "base", tmp_path)
+    assert spec.scales == [32, 64]
+    config = TrainConfig(head_c=[0.01, 1.0], **NO_FINE_TUNING)
+    results = [
+        train_model(tmp_path / "base", tmp_path / "ds", config.replace(seed=seed), tmp_path / f"out{seed}")
+        for seed in (1, 2)
+    ]
+    tried = results[0].spec.extra["logistic_head"]
+    assert [r["c"] for r in tried] == [0.01, 1.0]
+    kept = min(tried, key=lambda r: r["val_loss"])
+    assert results[0].val_metrics["val_loss"] == pytest.approx(kept["val_loss"], rel=1e-4, abs=1e-5)
+    assert results[0].val_metrics == results[1].val_metrics  # no seed moves it
+
+    model, spec = load_model_dir(tmp_path / "out1")
+    train = load_split(tmp_path / "ds", "train", spec.preprocessing, spec.class_names)
+    val = load_split(tmp_path / "ds", "val", spec.preprocessing, spec.class_names)
+    extractor = feature_extractor(model, spec)
+    x_train, x_val = (extractor.predict(s.images.astype(np.float32), verbose=0) for s in (train, val))
+    scaler = StandardScaler().fit(x_train)
+    regression = LogisticRegression(C=kept["c"], max_iter=5000, class_weight="balanced")
+    expected = regression.fit(scaler.transform(x_train), train.labels).predict_proba(scaler.transform(x_val))
+    np.testing.assert_allclose(model.predict(val.images.astype(np.float32), verbose=0), expected, atol=1e-4)
 
 
 def test_fine_tune_unfreezes_only_the_top_layers(base_dir: Path) -> None:

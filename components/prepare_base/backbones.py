@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,10 @@ def normalization_layer(backbone: Backbone) -> Any:
     return keras.layers.Identity(name="normalize")
 
 
-def build_backbone(backbone: Backbone, image_size: int, weights_path: Path | None) -> Any:
+def build_backbone(backbone: Backbone, image_size: int | None, weights_path: Path | None) -> Any:
     """The headless backbone with global average pooling, named ``backbone``.
 
+    ``image_size`` None builds it for any input size (one backbone shared by several scales).
     ``weights_path`` None means random initialisation. EfficientNet's graph differs when Keras itself
     loads ImageNet weights (an extra rescaling), so for the cached ImageNet file we let Keras load it.
     """
@@ -147,10 +149,16 @@ def build_backbone(backbone: Backbone, image_size: int, weights_path: Path | Non
     if backbone.normalization == "builtin" and weights_path == keras_cache_dir() / backbone.weights_file:
         weights = "imagenet"
     try:
-        model = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg")
+        with warnings.catch_warnings():
+            # A size-free MobileNetV2 "loads the weights for input shape (224, 224)": the ones meant, since
+            # the no-top weights are the same for every input size.
+            warnings.filterwarnings("ignore", message=".*input_shape.*", category=UserWarning)
+            model = constructor(
+                include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
+            )
     except (ValueError, OSError) as exc:
         raise WeightsError(
-            f"cannot load {weights_path} into backbone '{backbone.name}' at {image_size}px: {exc}. "
+            f"cannot load {weights_path} into backbone '{backbone.name}' at {image_size or 'any'} px: {exc}. "
             f"The file must hold no-top weights of {backbone.constructor} (e.g. {backbone.weights_file})."
         ) from exc
     return keras.Model(model.input, model.output, name="backbone")

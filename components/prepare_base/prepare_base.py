@@ -47,15 +47,29 @@ def sha256_file(path: Path) -> str:
 
 
 def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path | None, seed: int = 0) -> Any:
-    """normalize -> backbone -> dropout -> [dense -> dropout] -> softmax."""
+    """normalize -> backbone -> dropout -> [dense -> dropout] -> softmax; with several ``model.scales``,
+    normalize -> (resize_<s> -> backbone) per scale -> concatenated as ``features`` -> the same head.
+
+    Several scales share one backbone (one set of weights, run once per scale): a slice's texture shows at
+    the full size, its overall shape at the smaller ones, and the head weighs both.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     backbone = BACKBONES[config.backbone]
-    base = build_backbone(backbone, config.image_size, weights_path)
+    scales = config.pixel_scales()
+    multiscale = len(scales) > 1 or scales[0] != config.image_size
+    base = build_backbone(backbone, None if multiscale else config.image_size, weights_path)
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image", dtype="float32")
     x = normalization_layer(backbone)(inputs)
-    x = base(x, training=False)
+    if multiscale:
+        pooled = []
+        for size in scales:
+            view = x if size == config.image_size else resize_layer(size)(x)
+            pooled.append(base(view, training=False))
+        x = keras.layers.Concatenate(name=FEATURES_LAYER)(pooled) if len(pooled) > 1 else pooled[0]
+    else:
+        x = base(x, training=False)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     if config.dense_units:
         x = keras.layers.Dense(config.dense_units, activation="relu", name="head_dense")(x)
@@ -64,13 +78,25 @@ def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path |
     return keras.Model(inputs, outputs, name=f"radpipe_{backbone.name}")
 
 
+FEATURES_LAYER = "features"
+"""The multi-scale model's concatenation of every scale's pooled features: the head's input."""
+
+
+def resize_layer(size: int) -> Any:
+    """The antialiased downscale in front of the backbone at ``size`` px (Grad-CAM reuses it by name)."""
+    import keras
+
+    return keras.layers.Resizing(size, size, interpolation="bilinear", antialias=True, name=f"resize_{size}")
+
+
 def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | Path, workdir: str | Path) -> ModelSpec:
     """Build the base model for ``class_names`` and save it as a radpipe model folder."""
     if len(class_names) < 2:
         raise WeightsError(f"a classifier needs at least two classes, got {class_names}")
     backbone = BACKBONES[config.backbone]
     weights_path = resolve_weights(config.weights, backbone, Path(workdir))
-    log(f"prepare-base: {backbone.name} at {config.image_size}px, weights: {weights_path or 'random'}")
+    scales = config.pixel_scales()
+    log(f"prepare-base: {backbone.name} at {', '.join(map(str, scales))} px, weights: {weights_path or 'random'}")
     model = build_classifier(config, len(class_names), weights_path)
     spec = ModelSpec(
         class_names=list(class_names),
@@ -78,6 +104,7 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,
+        scales=scales if len(scales) > 1 or scales[0] != config.image_size else [],
         extra={
             "model_config": config.to_dict(),
             "weights_sha256": sha256_file(weights_path) if weights_path else None,

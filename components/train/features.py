@@ -41,6 +41,7 @@ class FeatureKey:
     """'imagenet:<sha256 of the file>', '<uri>:<sha256>' or 'none:<seed>'."""
     image_size: int
     preprocessing: str
+    scales: tuple[int, ...] = ()
 
     def digest(self) -> str:
         payload = json.dumps({**self.__dict__, "format": FORMAT_VERSION}, sort_keys=True)
@@ -55,13 +56,21 @@ def feature_key(spec: ModelSpec, data_fingerprint: str) -> FeatureKey:
         weights=f"{spec.weights}:{weights_id}",
         image_size=spec.preprocessing.image_size,
         preprocessing=json.dumps(spec.preprocessing.to_dict(), sort_keys=True),
+        scales=tuple(spec.scales),
     )
 
 
+def head_input_layer(model: Any, spec: ModelSpec) -> Any:
+    """The layer whose output the head takes: the backbone, or with several scales their concatenation."""
+    return model.get_layer("features") if spec.is_multiscale else model.get_layer(spec.backbone_layer)
+
+
 def feature_extractor(model: Any, spec: ModelSpec) -> Any:
-    """``normalize -> backbone`` of a radpipe model, sharing its layers."""
+    """The model up to the head's input (``normalize -> backbone``, per scale), sharing its layers."""
     import keras
 
+    if spec.is_multiscale:
+        return keras.Model(model.inputs, head_input_layer(model, spec).output, name="features")
     inputs = keras.Input(model.input_shape[1:], dtype="float32")
     pooled = model.get_layer(spec.backbone_layer)(model.get_layer("normalize")(inputs), training=False)
     return keras.Model(inputs, pooled, name="features")

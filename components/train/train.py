@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from radpipe.components.train.features import backbone_features
+from radpipe.components.train.features import backbone_features, head_input_layer
 from radpipe.config import AugmentationConfig, TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
-from radpipe.errors import DataError
+from radpipe.errors import ConfigError, DataError
 from radpipe.modelspec import ModelSpec, load_model_dir, save_model_dir
 from radpipe.progress import log
 from radpipe.validation import validation_scores
@@ -140,6 +140,11 @@ class BestEpoch:
 
         return _Callback()
 
+    def consider(self, val_loss: float, epoch: int, model: Any) -> None:
+        """An epoch scored outside Keras' fit (the logistic head)."""
+        if val_loss < self.best:
+            self.best, self.best_epoch, self.best_weights = val_loss, epoch, model.get_weights()
+
     def restore(self, model: Any) -> None:
         if self.best_weights is not None:
             model.set_weights(self.best_weights)
@@ -182,15 +187,64 @@ def validation_metrics(model: Any, split: Split, batch_size: int) -> dict[str, f
 
 
 def head_model(model: Any, spec: ModelSpec) -> Any:
-    """The layers after the backbone (dropout, optional dense, softmax) as a model on pooled features."""
+    """The layers after the head's input (dropout, optional dense, softmax) as a model on pooled features."""
     import keras
 
-    backbone = model.get_layer(spec.backbone_layer)
-    inputs = keras.Input((int(backbone.output_shape[-1]),), dtype="float32", name="features")
+    source = head_input_layer(model, spec)
+    inputs = keras.Input((int(source.output.shape[-1]),), dtype="float32", name="features")
     x = inputs
-    for layer in model.layers[model.layers.index(backbone) + 1 :]:
+    for layer in model.layers[model.layers.index(source) + 1 :]:
         x = layer(x)
     return keras.Model(inputs, x, name="head")
+
+
+def fit_logistic_head(
+    model: Any, spec: ModelSpec, features: dict[str, np.ndarray], train: Split, val: Split, config: TrainConfig
+) -> list[dict[str, Any]]:
+    """Fit the softmax layer as a multinomial logistic regression (scikit-learn) on standardised features.
+
+    Each ``head_c`` is fitted on train and scored by validation log loss; the best one's standardisation
+    and weights are folded into the ``probabilities`` layer (``w / sigma``, ``b - (mu / sigma) w``), so the
+    saved model computes exactly the regression's probabilities. Deterministic: no seed moves it.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    layer = model.get_layer("probabilities")
+    if int(layer.kernel.shape[0]) != features["train"].shape[1]:
+        raise ConfigError(
+            "train.head 'logistic' fits a linear head: set model.dense_units to 0, or use train.head 'keras'"
+        )
+    scaler = StandardScaler().fit(features["train"])
+    x_train, x_val = scaler.transform(features["train"]), scaler.transform(features["val"])
+    weights = "balanced" if config.class_weights else None
+    tried, best = [], None
+    for c in config.head_c:
+        started = time.monotonic()
+        fitted = LogisticRegression(C=c, max_iter=5000, class_weight=weights).fit(x_train, train.labels)
+        probabilities = np.zeros((len(val), len(spec.class_names)))
+        probabilities[:, fitted.classes_] = fitted.predict_proba(x_val)
+        scores = validation_scores(val.labels, probabilities, len(spec.class_names))
+        record = {"c": c, **scores, "seconds": time.monotonic() - started}
+        tried.append(record)
+        log(
+            f"train: logistic head C={c:g}: val_loss={scores['val_loss']:.4f} val_acc={scores['val_accuracy']:.3f} "
+            f"val_macro_f1={scores['val_macro_f1']:.3f}"
+        )
+        if best is None or scores["val_loss"] < best[0]["val_loss"]:
+            best = (record, fitted)
+    record, fitted = best
+    coef = np.zeros((len(spec.class_names), x_train.shape[1]))
+    intercept = np.full(len(spec.class_names), -1e4)  # a class absent from train is never predicted
+    rows, offsets = fitted.coef_, fitted.intercept_
+    if len(fitted.classes_) == 2:  # scikit-learn keeps one logit for two classes: as softmax, +-half of it
+        rows, offsets = np.vstack([-rows[0] / 2, rows[0] / 2]), np.array([-offsets[0] / 2, offsets[0] / 2])
+    coef[fitted.classes_], intercept[fitted.classes_] = rows, offsets
+    kernel = (coef / scaler.scale_).T
+    bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    log(f"train: logistic head: kept C={record['c']:g} (lowest validation log loss of {len(tried)})")
+    return tried
 
 
 def learning_rate(config: TrainConfig, base: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0) -> Any:
@@ -248,20 +302,41 @@ def train_model(
             config.batch_size,
         )
         extra["features"] = {"key": features.key.digest(), "cache_hit": features.cache_hit, "seconds": features.seconds}
-        head = head_model(model, spec)
-        head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
         onehot = np.eye(len(spec.class_names), dtype=np.float32)
-        head.fit(
-            features.by_split["train"],
-            onehot[train.labels],
-            validation_data=(features.by_split["val"], onehot[val.labels]),
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            class_weight=weights,
-            shuffle=True,
-            callbacks=[best.callback(model), _epoch_reporter("head", total, on_epoch, history)],
-            verbose=0,
-        )
+        if config.head == "logistic":
+            tried = fit_logistic_head(model, spec, features.by_split, train, val, config)
+            extra["logistic_head"] = tried
+            # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
+            probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
+            best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
+            kept = min(tried, key=lambda r: r["val_loss"])
+            record = {
+                "epoch": 1,
+                "phase": "head",
+                "loss": float("nan"),
+                "accuracy": float("nan"),
+                "val_loss": kept["val_loss"],
+                "val_accuracy": kept["val_accuracy"],
+                "learning_rate": float("nan"),
+                "seconds": sum(r["seconds"] for r in tried),
+            }
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+        else:
+            head = head_model(model, spec)
+            head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+            head.fit(
+                features.by_split["train"],
+                onehot[train.labels],
+                validation_data=(features.by_split["val"], onehot[val.labels]),
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                class_weight=weights,
+                shuffle=True,
+                callbacks=[best.callback(model), _epoch_reporter("head", total, on_epoch, history)],
+                verbose=0,
+            )
     else:  # the frozen phase end to end, with augmentation: slower, kept for comparison (bench/)
         wrapper = training_model(model, config)
         rate = learning_rate(config, config.learning_rate, config.epochs, steps)
