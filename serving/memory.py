@@ -4,9 +4,10 @@ Decoding a 25-megapixel image allocates ~100 MB in Pillow's 16 MiB blocks, and f
 glibc serves such blocks from ``mmap`` at first, but raises its mmap threshold to the size of the first
 one freed, so that later ones come from its heaps (one arena per decoder thread), where freed memory
 stays mapped: after a burst of large requests the server kept hundreds of MiB it no longer used
-(docs/benchmarks.md, "Serving: the largest requests"). :func:`release` calls ``malloc_trim(0)`` after each
-image of at least :data:`TRIM_AFTER_PIXELS`, which returns the free pages of every arena to the system;
-small images never pay for it.
+(docs/benchmarks.md, "The largest requests"). :func:`release` calls ``malloc_trim(0)``, which returns the
+free pages of every arena to the system: after each image of at least :data:`TRIM_AFTER_PIXELS`, and
+after the model calls of each request whose images hold that many pixels together; small requests never
+pay for it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 from radpipe.progress import log
 
 TRIM_AFTER_PIXELS = 4_000_000
-"""An image of at least this many pixels (2000 x 2000) trims the heap once it is decoded."""
+"""An image, or a request's images together, of at least this many pixels (2000 x 2000) trims the heap."""
 
 
 @functools.cache

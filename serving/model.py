@@ -226,6 +226,17 @@ class RadpipeModel(Model):
         classifier, batcher = self.classifier, self._batcher
         if classifier is None or batcher is None:
             raise ModelNotReady(self.name, "it is not loaded (unloaded through the repository API, or loading)")
+        try:
+            answer = await self._answer(payload, batcher)
+        finally:
+            if payload.pixels >= memory.TRIM_AFTER_PIXELS:  # after the decoding and model calls of a large request
+                await asyncio.to_thread(memory.release)
+        metrics.IMAGES.labels(model=self.name, version=self.version or "").inc(len(payload.images))
+        if payload.protocol == "v2":
+            return encode_v2(payload, answer, classifier, self.name, self.version)
+        return encode_v1(payload, answer, classifier)
+
+    async def _answer(self, payload: Decoded, batcher: MicroBatcher) -> Answer:
         probabilities = await batcher.predict(payload.images, token=payload.batch_token)
         answer = Answer(probabilities=np.asarray(probabilities, dtype=np.float32))
         if payload.explain:
@@ -235,10 +246,7 @@ class RadpipeModel(Model):
                 if payload.from_grpc:
                     raise InvalidInput(str(exc)) from exc
                 raise
-        metrics.IMAGES.labels(model=self.name, version=self.version or "").inc(len(payload.images))
-        if payload.protocol == "v2":
-            return encode_v2(payload, answer, classifier, self.name, self.version)
-        return encode_v1(payload, answer, classifier)
+        return answer
 
     async def explain(self, payload: Decoded, headers: dict[str, str] | None = None) -> Any:
         """V1 ``:explain``: the prediction with a Grad-CAM overlay per image."""
@@ -257,7 +265,13 @@ class RadpipeModel(Model):
 
     def _overlays(self, images: np.ndarray, classes: np.ndarray) -> list[bytes]:
         assert self.gradcam is not None
-        heatmaps = self.gradcam.heatmaps(np.asarray(images, np.float32), class_index=classes)
+        step = self.max_batch_size  # as for predictions: no model call on more images than that
+        heatmaps = np.concatenate(
+            [
+                self.gradcam.heatmaps(np.asarray(images[i : i + step], np.float32), class_index=classes[i : i + step])
+                for i in range(0, len(images), step)
+            ]
+        )
         pngs = []
         for image, heatmap in zip(images, heatmaps, strict=True):
             pixels = overlay(np.clip(image, 0, 255).astype(np.uint8), heatmap)

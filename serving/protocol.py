@@ -77,11 +77,8 @@ class Decoded:
     batch_token: int | None = None
     """The micro-batcher's token for this request (see ``MicroBatcher.expect``)."""
     from_grpc: bool = False
-
-    @property
-    def pixels(self) -> int:
-        """Decoded pixels this request costs (its image files, by their headers)."""
-        return sum(f.pixels for f in self.files)
+    pixels: int = 0
+    """Pixels its image files hold (from their headers): what decoding them costs."""
 
 
 @dataclass
@@ -269,6 +266,7 @@ def decode_v2(request: Any, classifier: Classifier, limits: Limits) -> Decoded:
         protocol="v2",
         images=images,
         files=files,
+        pixels=sum(f.pixels for f in files),
         explain=_flag(parameters.get("explain", False)),
         request_id=request.id,
         requested_outputs=request.request_outputs,
@@ -327,7 +325,7 @@ def decode_v1(body: Any, classifier: Classifier, limits: Limits, explain: bool) 
             continue
         raise RequestError("wrong_format", f"{where} is neither an image nor a pixel array; {V1_HINT}")
     check_request_pixels(files, limits)
-    return Decoded(protocol="v1", images=images, files=files, explain=explain)
+    return Decoded(protocol="v1", images=images, files=files, explain=explain, pixels=sum(f.pixels for f in files))
 
 
 def encode_v1(decoded: Decoded, answer: Answer, classifier: Classifier) -> dict[str, Any]:
