@@ -149,17 +149,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a model over KServe's V1 and Open Inference Protocol V2 REST APIs, with an upload page."""
+    from radpipe.serving.access import AccessPolicy
+    from radpipe.serving.options import limits_from, model_version_from
+
+    # The flags first: a mistake is reported in a second, not after KServe and TensorFlow have loaded.
+    limits = limits_from(args)
+    policy = AccessPolicy.from_files(args.auth_token_file, args.enable_repository_api, args.repository_token_file)
+    version = model_version_from(args)
     from radpipe.serving import require_kserve
 
     require_kserve()
     from radpipe.serving.app import load_model, run
-    from radpipe.serving.options import limits_from
 
-    limits = limits_from(args)
-    model = load_model(args.model_uri, args.model_name, limits, args.max_batch_size, allow_embedded_tracking=True)
-    base = f"http://localhost:{args.port}"
+    model = load_model(
+        args.model_uri,
+        args.model_name,
+        limits,
+        args.max_batch_size,
+        allow_embedded_tracking=True,
+        model_version=version,
+        decode_workers=args.decode_workers,
+    )
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    shown = "localhost" if loopback or args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{shown}:{args.port}"
+    where = "this machine only" if loopback else f"{args.host}: other machines can reach it"
+    served = f"version {model.version}" if model.version else "version unknown"
     print(
-        f"serving '{model.name}' on {base} (all interfaces)\n"
+        f"serving '{model.name}' ({served}) on {base} ({where}; {policy.describe()})\n"
         f"  upload page  {base}/ui/\n"
         f"  V2 infer     POST {base}/v2/models/{model.name}/infer\n"
         f"  V1 predict   POST {base}/v1/models/{model.name}:predict\n"
@@ -167,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    run(model, http_port=args.port)
+    run(model, http_port=args.port, host=args.host, policy=policy)
     return 0
 
 
@@ -358,9 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
     serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, KServe's)")
     serve.add_argument("--model_name", help="name in the URLs (default: the registered model's name, else 'model')")
-    from radpipe.serving.options import add_limit_args
+    from radpipe.serving.options import add_limit_args, add_server_args
 
     add_limit_args(serve)
+    add_server_args(serve)
     serve.set_defaults(func=cmd_serve)
 
     dep = sub.add_parser(

@@ -251,7 +251,14 @@ def render_inference_service(
         "name": "kserve-container",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": [f"--model_name={served.name}", f"--model_dir={MODEL_DIR}", f"--http_port={HTTP_PORT}"],
+        # The image's entry point adds --host=0.0.0.0 (images/Dockerfile); --model_version says which registered
+        # version /mnt/models holds, for metadata, answers and metrics (the folder itself does not say).
+        "args": [
+            f"--model_name={served.name}",
+            f"--model_dir={MODEL_DIR}",
+            f"--http_port={HTTP_PORT}",
+            f"--model_version={served.version}",
+        ],
         "env": [
             {"name": "STORAGE_URI", "value": served.storage_uri},
             {"name": "PROTOCOL", "value": "v2"},

@@ -5,7 +5,9 @@ KServe builds its FastAPI app (``kserve.model_server.app``) when it starts; what
 
 - ``/ui/``: the upload page (a static file, no build step, nothing from the internet);
 - ``GET /v2/models/<name>``: KServe's metadata plus the class names and preprocessing;
-- :class:`~radpipe.serving.middleware.ServingMiddleware`: size limit, metrics, unknown model names;
+- :class:`~radpipe.serving.middleware.ServingMiddleware`: access (tokens, the repository API, requests from
+  other web sites: :mod:`radpipe.serving.access`), size limit, metrics, unknown model names and versions,
+  503 while the model cannot answer;
 - answers ``{"error": "..."}`` with a 4xx status for every :class:`~radpipe.serving.protocol.RequestError`
   and every malformed request body.
 """
@@ -17,8 +19,11 @@ from importlib import resources
 from typing import Any
 
 from radpipe import tracking
+from radpipe.progress import log
+from radpipe.serving import versions
+from radpipe.serving.access import AccessPolicy
 from radpipe.serving.model import RadpipeModel, default_model_name
-from radpipe.serving.options import Limits
+from radpipe.serving.options import DEFAULT_DECODE_WORKERS, DEFAULT_HOST, Limits
 from radpipe.serving.protocol import RequestError
 
 UI_PATH = "/ui/"
@@ -34,14 +39,27 @@ def load_model(
     limits: Limits | None = None,
     max_batch_size: int = 16,
     allow_embedded_tracking: bool = False,
+    model_version: str | None = None,
+    decode_workers: int = DEFAULT_DECODE_WORKERS,
 ) -> RadpipeModel:
-    """A loaded, warmed-up predictor for ``model_uri`` (a folder, ``models:/...``, ``runs:/...``, s3/https)."""
+    """A loaded, warmed-up predictor for ``model_uri`` (a folder, ``models:/...``, ``runs:/...``, s3/https).
+
+    ``models:/NAME@ALIAS`` is resolved to its version first, and that version is loaded (see
+    :mod:`radpipe.serving.versions`); ``model_version`` names the version of a folder."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if model_uri.startswith(("models:/", "runs:/")):
         import mlflow
 
         mlflow.set_tracking_uri(tracking.resolve_tracking_uri(allow_embedded=allow_embedded_tracking))
-    model = RadpipeModel(model_name or default_model_name(model_uri), model_uri, limits, max_batch_size)
+    resolved = versions.resolve(model_uri, model_version)
+    model = RadpipeModel(
+        model_name or default_model_name(model_uri),
+        resolved.load_uri,
+        limits,
+        max_batch_size,
+        version=resolved.version,
+        decode_workers=decode_workers,
+    )
     model.load()
     return model
 
@@ -69,7 +87,7 @@ def _describe_validation_error(exc: Any) -> tuple[str, str]:
     return "invalid_request", "invalid inference request: " + "; ".join(parts[:5])
 
 
-def install(app: Any, model: RadpipeModel) -> None:
+def install(app: Any, model: RadpipeModel, policy: AccessPolicy | None = None) -> None:
     """Add radpipe's routes, middleware and error handlers to KServe's FastAPI app (before it starts)."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
@@ -103,13 +121,24 @@ def install(app: Any, model: RadpipeModel) -> None:
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], tags=["V2"])
     app.add_exception_handler(RequestError, request_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(ServingMiddleware, model_name=model.name, max_request_bytes=model.limits.max_request_bytes)
+    app.add_middleware(ServingMiddleware, model=model, policy=policy or AccessPolicy())
 
 
-def run(model: RadpipeModel, http_port: int = 8080, enable_grpc: bool = False, **server_args: Any) -> None:
-    """Serve ``model`` until SIGTERM/SIGINT (blocks)."""
-    from kserve import ModelServer
+def run(
+    model: RadpipeModel,
+    http_port: int = 8080,
+    enable_grpc: bool = False,
+    host: str = DEFAULT_HOST,
+    policy: AccessPolicy | None = None,
+    **server_args: Any,
+) -> None:
+    """Serve ``model`` on ``host`` until SIGTERM/SIGINT (blocks)."""
     from kserve.model_server import app
 
-    install(app, model)
-    ModelServer(http_port=http_port, enable_grpc=enable_grpc, workers=1, **server_args).start([model])
+    from radpipe.serving.server import RadpipeModelServer
+
+    policy = policy or AccessPolicy()
+    install(app, model, policy)
+    log(f"serving: listening on {host}:{http_port}; {policy.describe()}")
+    server = RadpipeModelServer(model, host, policy, http_port=http_port, enable_grpc=enable_grpc, **server_args)
+    server.start([model])

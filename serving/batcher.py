@@ -77,21 +77,27 @@ class MicroBatcher:
         return len(self._expected)
 
     async def predict(self, images: np.ndarray, token: int | None = None) -> np.ndarray:
-        """This request's rows of the model's answer; ``token`` if it was announced with :meth:`expect`."""
+        """This request's rows of the model's answer; ``token`` if it was announced with :meth:`expect`.
+
+        A request of more than ``max_batch_size`` images is queued as several jobs of at most that many:
+        no model call is ever larger (the activations of MobileNetV2 on 64 images at 224 px take
+        0.4-0.5 GiB more than on 16; docs/benchmarks.md)."""
         if token is not None:
             self._expected.pop(token, None)
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run(), name="radpipe-batcher")
-        job = _Job(images, loop.create_future())
-        self._pending.append(job)
+        step = self.max_batch_size
+        jobs = [_Job(images[i : i + step], loop.create_future()) for i in range(0, max(len(images), 1), step)]
+        self._pending.extend(jobs)
         assert self._wakeup is not None
         self._wakeup.set()
-        return await job.future
+        rows = await asyncio.gather(*(job.future for job in jobs))
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def _take(self) -> list[_Job]:
-        """The next batch: at least one job, then whole jobs while they fit in ``max_batch_size``."""
+        """The next batch: the first job (never larger than ``max_batch_size``), then whole jobs while they fit."""
         jobs = [self._pending.popleft()]
         count = len(jobs[0].images)
         while self._pending and count + len(self._pending[0].images) <= self.max_batch_size:

@@ -1,18 +1,25 @@
-"""ASGI middleware in front of KServe's app: request size limit, empty bodies, and the metrics of every request.
+"""ASGI middleware in front of KServe's app: access, request size limit, empty bodies, and the metrics of
+every request.
 
-The body is read here, before any handler sees it, and kept only up to the limit: a body over the limit
-is refused with 413 without being held in memory (uvicorn itself has no limit), and FastAPI never turns
-the refusal into a vague "error parsing the body". Bodies live in memory only.
+In order, before any handler sees a request: the access policy (:mod:`radpipe.serving.access`: tokens,
+the repository API, requests from other web sites) is applied before a byte of the body is read; a
+request for another model, or another version, gets 404; a request for the model while it cannot answer
+(unloaded) gets 503. The body is then read and kept only up to the limit: a body over the limit is refused
+with 413 without being held in memory (uvicorn itself has no limit), and FastAPI never turns the refusal
+into a vague "error parsing the body". Bodies live in memory only.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import orjson
 
 from radpipe.serving import binary, metrics
+from radpipe.serving.access import AccessPolicy, http_headers
+from radpipe.serving.model import RadpipeModel
 from radpipe.serving.protocol import RequestError
 
 Scope = dict[str, Any]
@@ -24,10 +31,15 @@ DRAIN_BYTES = 64 * 1024 * 1024
 sends its whole body before reading (most HTTP clients) sees the answer instead of a broken pipe."""
 
 MODEL_VERBS = {"infer_v2", "predict_v1", "explain_v1"}
+NEEDS_MODEL = MODEL_VERBS | {"metadata_v2"}
+"""Endpoints that need the loaded model (V2 and V1 readiness are answered by the data plane: 503 then)."""
+_VERSIONED = re.compile(r"^(/v2/models/[^/]+)/versions/([^/]+)(/.*)?$")
 
 
 def endpoint_of(method: str, path: str) -> str:
     """A fixed, low-cardinality name for the metrics label."""
+    if path.startswith("/v2/repository/"):
+        return "repository"
     if path.startswith("/v2/models/"):
         if path.endswith("/infer"):
             return "infer_v2"
@@ -52,8 +64,9 @@ def endpoint_of(method: str, path: str) -> str:
 
 
 def model_in_path(path: str) -> str | None:
-    """The model name in a model URL (``/v2/models/<name>/...``, ``/v1/models/<name>:predict``), else None."""
-    for prefix in ("/v2/models/", "/v1/models/"):
+    """The model name in a model URL (``/v2/models/<name>/...``, ``/v1/models/<name>:predict``,
+    ``/v2/repository/models/<name>/load``), else None."""
+    for prefix in ("/v2/models/", "/v1/models/", "/v2/repository/models/"):
         if path.startswith(prefix):
             rest = path[len(prefix) :]
             return rest.split("/", 1)[0].split(":", 1)[0] if prefix == "/v1/models/" else rest.split("/", 1)[0]
@@ -64,6 +77,7 @@ def kind_of_status(status: int, endpoint: str) -> str:
     if status == 404:
         return "unknown_model" if endpoint in MODEL_VERBS or endpoint.startswith("metadata") else "not_found"
     return {
+        401: "unauthorized",
         405: "method_not_allowed",
         413: "request_too_large",
         422: "invalid_request",
@@ -73,10 +87,11 @@ def kind_of_status(status: int, endpoint: str) -> str:
 
 
 class ServingMiddleware:
-    def __init__(self, app: Any, model_name: str, max_request_bytes: int) -> None:
+    def __init__(self, app: Any, model: RadpipeModel, policy: AccessPolicy) -> None:
         self.app = app
-        self.model_name = model_name
-        self.max_request_bytes = max_request_bytes
+        self.model = model
+        self.policy = policy
+        self.max_request_bytes = model.limits.max_request_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -94,26 +109,50 @@ class ServingMiddleware:
                 response_started = True
             await send(message)
 
+        async def refuse(kind: str, code: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+            scope[ERROR_KIND_KEY] = kind
+            await _send_json(send_and_watch, code, {"error": message}, headers)
+
         try:
+            refusal = self.policy.http_refusal(scope["method"], scope["path"], http_headers(scope))
+            if refusal is not None:
+                await refuse(refusal.kind, refusal.status, refusal.message, refusal.headers)
+                return
             name = model_in_path(scope["path"])
-            if name is not None and name != self.model_name:
-                scope[ERROR_KIND_KEY] = "unknown_model"
-                message = f"no model named '{name}' is served here; this server serves '{self.model_name}'"
-                await _send_json(send_and_watch, 404, {"error": message})
+            if name is not None and name != self.model.name:
+                message = f"no model named '{name}' is served here; this server serves '{self.model.name}'"
+                await refuse("unknown_model", 404, message)
+                return
+            versioned = _VERSIONED.match(scope["path"])
+            if versioned is not None:
+                if versioned.group(2) != self.model.version:
+                    served = f"version {self.model.version}" if self.model.version else "a model of unknown version"
+                    message = (
+                        f"version {versioned.group(2)} of '{self.model.name}' is not served here; this server serves "
+                        f"{served}: use {versioned.group(1)}{versioned.group(3) or ''}"
+                    )
+                    await refuse("unknown_version", 404, message)
+                    return
+                path = versioned.group(1) + (versioned.group(3) or "")
+                scope = {**scope, "path": path, "raw_path": path.encode()}
+            if endpoint in NEEDS_MODEL and not self.model.can_answer():
+                message = (
+                    f"model '{self.model.name}' is not loaded, so it cannot answer (it was unloaded through the "
+                    f"repository API, or is loading); POST /v2/repository/models/{self.model.name}/load brings "
+                    "it back where that API is on"
+                )
+                await refuse("not_ready", 503, message)
                 return
             if scope["method"] in ("POST", "PUT", "PATCH"):
-                body, refusal = await self._read_body(scope, receive, endpoint)
-                if refusal is not None:
-                    kind, code, message = refusal
-                    scope[ERROR_KIND_KEY] = kind
-                    await _send_json(send_and_watch, code, {"error": message})
+                body, body_refusal = await self._read_body(scope, receive, endpoint)
+                if body_refusal is not None:
+                    await refuse(*body_refusal)
                     return
                 if endpoint == "infer_v2":
                     try:
                         scope, body = _as_json_request(scope, body)
                     except RequestError as exc:
-                        scope[ERROR_KIND_KEY] = exc.kind
-                        await _send_json(send_and_watch, exc.status, {"error": str(exc)})
+                        await refuse(exc.kind, exc.status, str(exc))
                         return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_and_watch)
@@ -123,7 +162,7 @@ class ServingMiddleware:
                 status = 500
             raise
         finally:
-            labels = {"model": self.model_name, "endpoint": endpoint}
+            labels = {"model": self.model.name, "version": self.model.version or "", "endpoint": endpoint}
             metrics.REQUESTS.labels(code=str(status), **labels).inc()
             metrics.LATENCY.labels(**labels).observe(time.perf_counter() - started)
             if status >= 400:
@@ -198,8 +237,11 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-async def _send_json(send: Any, status: int, content: dict[str, Any]) -> None:
+async def _send_json(
+    send: Any, status: int, content: dict[str, Any], extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = orjson.dumps(content)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

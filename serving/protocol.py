@@ -6,6 +6,12 @@ message that says what was wrong and what to send instead.
 
 Images go through :meth:`radpipe.classifier.Classifier.preprocess`, the one preprocessing function the
 model was trained with; an FP32 tensor is taken as already preprocessed model input.
+
+Image files are handled in two steps, so that memory and CPU are bounded by the limits before they are
+spent: :func:`decode_v2` / :func:`decode_v1` read every image's *header* (size, format; no pixel decoded)
+and refuse the request if one image, or all of them together, is over ``--max_image_pixels`` /
+``--max_request_pixels``; then :func:`decode_file` decodes and preprocesses one image at a time into its
+row of the (n, size, size, 3) model input, so that only one full-size image of a request is ever in memory.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import binascii
 import io
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,19 +49,36 @@ class RequestError(RadpipeError):
 
 
 @dataclass
+class ImageFile:
+    """An image file of a request, checked from its header and not decoded yet."""
+
+    index: int
+    """Its row in :attr:`Decoded.images`."""
+    data: bytes
+    where: str
+    """How error messages name it: ``input 'image'[3]``, ``instances[0]``."""
+    pixels: int
+
+
+@dataclass
 class Decoded:
     """A request turned into model input."""
 
     protocol: str
     """'v1' or 'v2'."""
     images: np.ndarray
-    """(n, size, size, 3) RGB pixels in [0, 255] (uint8 from images, float32 from tensors)."""
+    """(n, size, size, 3) RGB pixels in [0, 255] (uint8 from images, float32 from tensors). Rows that come
+    from image files are filled by :func:`decode_files` (one image at a time, see ``files``)."""
+    files: list[ImageFile] = field(default_factory=list)
+    """Image files still to decode into ``images``; their headers have passed the limits."""
     explain: bool = False
     request_id: str | None = None
     requested_outputs: Any = None
     batch_token: int | None = None
-    from_grpc: bool = False
     """The micro-batcher's token for this request (see ``MicroBatcher.expect``)."""
+    from_grpc: bool = False
+    pixels: int = 0
+    """Pixels its image files hold (from their headers): what decoding them costs."""
 
 
 @dataclass
@@ -69,8 +92,8 @@ class Answer:
 # ------------------------------------------------------------------------------------------- images
 
 
-def decode_image(data: bytes, classifier: Classifier, limits: Limits, where: str) -> np.ndarray:
-    """Image file bytes -> the model's input, refusing anything too large *before* decoding its pixels."""
+def image_file(index: int, data: bytes, limits: Limits, where: str) -> ImageFile:
+    """An image file, refused from its header alone (no pixel decoded) if it is not an image or too large."""
     if not data:
         raise RequestError("empty_image", f"{where} is empty; send the bytes of a PNG or JPEG file")
     try:
@@ -91,10 +114,30 @@ def decode_image(data: bytes, classifier: Classifier, limits: Limits, where: str
             f"{limits.max_image_pixels / 1e6:.1f} (--max_image_pixels). Downscale the image before sending it",
             413,
         )
+    return ImageFile(index, data, where, width * height)
+
+
+def check_request_pixels(files: list[ImageFile], limits: Limits) -> None:
+    """Refuse a request whose images, together, are more to decode than ``--max_request_pixels`` allows."""
+    total = sum(f.pixels for f in files)
+    if total > limits.max_request_pixels:
+        largest = max(files, key=lambda f: f.pixels)
+        raise RequestError(
+            "request_too_many_pixels",
+            f"the request's {len(files)} images hold {total / 1e6:.1f} megapixels in all (the largest, "
+            f"{largest.where}, {largest.pixels / 1e6:.1f}); this server decodes at most "
+            f"{limits.max_request_pixels / 1e6:.1f} megapixels per request (--max_request_pixels). Send the "
+            "images in several requests, or downscale them: the model sees them at its own input size anyway",
+            413,
+        )
+
+
+def decode_file(file: ImageFile, classifier: Classifier) -> np.ndarray:
+    """One image file -> the model's input (size x size x 3 uint8): the full-size pixels live only here."""
     try:
-        return classifier.preprocess(data)
+        return classifier.preprocess(file.data)
     except ImageError as exc:
-        raise RequestError("not_an_image", f"{where}: {exc}") from None
+        raise RequestError("not_an_image", f"{file.where}: {exc}") from None
 
 
 def _b64(text: str, where: str) -> bytes:
@@ -179,6 +222,7 @@ def decode_v2(request: Any, classifier: Classifier, limits: Limits) -> Decoded:
     where = f"input '{tensor.name}'"
     datatype = tensor.datatype.upper()
     size = classifier.image_size
+    files: list[ImageFile] = []
     if datatype == "BYTES":
         try:
             # kserve keeps binary-extension and gRPC raw contents in _raw_data (raw file bytes, no base64).
@@ -195,18 +239,18 @@ def decode_v2(request: Any, classifier: Classifier, limits: Limits) -> Decoded:
                 "file per element, shape [n]",
             )
         _check_count(len(items), limits)
-        blobs = []
         for i, item in enumerate(items):
             label = f"{where}[{i}]"
             if isinstance(item, str):
-                blobs.append(_b64(item, label))
+                files.append(image_file(i, _b64(item, label), limits, label))
             elif isinstance(item, bytes | bytearray):
-                blobs.append(bytes(item))
+                files.append(image_file(i, bytes(item), limits, label))
             else:
                 raise RequestError(
                     "bad_bytes", f"{label} is a {type(item).__name__}; BYTES elements are base64 strings"
                 )
-        images = np.stack([decode_image(b, classifier, limits, f"{where}[{i}]") for i, b in enumerate(blobs)])
+        check_request_pixels(files, limits)
+        images = np.empty((len(files), size, size, 3), np.uint8)
     elif datatype in TENSOR_DATATYPES:
         values = tensor.as_numpy() if tensor._raw_data is not None else tensor.data
         images = _tensor(values, datatype, list(tensor.shape or []), size, where)
@@ -221,13 +265,17 @@ def decode_v2(request: Any, classifier: Classifier, limits: Limits) -> Decoded:
     return Decoded(
         protocol="v2",
         images=images,
+        files=files,
+        pixels=sum(f.pixels for f in files),
         explain=_flag(parameters.get("explain", False)),
         request_id=request.id,
         requested_outputs=request.request_outputs,
     )
 
 
-def encode_v2(decoded: Decoded, answer: Answer, classifier: Classifier, model_name: str) -> Any:
+def encode_v2(
+    decoded: Decoded, answer: Answer, classifier: Classifier, model_name: str, model_version: str | None = None
+) -> Any:
     from kserve import InferOutput, InferResponse
 
     n, classes = answer.probabilities.shape
@@ -242,6 +290,7 @@ def encode_v2(decoded: Decoded, answer: Answer, classifier: Classifier, model_na
     return InferResponse(
         response_id=decoded.request_id or str(uuid.uuid4()),
         model_name=model_name,
+        model_version=model_version,
         infer_outputs=outputs,
         requested_outputs=decoded.requested_outputs,
     )
@@ -262,19 +311,21 @@ def decode_v1(body: Any, classifier: Classifier, limits: Limits, explain: bool) 
         raise RequestError("wrong_format", f"'instances' must be a list; {V1_HINT}")
     _check_count(len(instances), limits)
     size = classifier.image_size
-    images = []
+    images = np.empty((len(instances), size, size, 3), np.float32)
+    files: list[ImageFile] = []
     for i, instance in enumerate(instances):
         where = f"instances[{i}]"
         if isinstance(instance, dict):
             value = instance.get("image", instance)
             if isinstance(value, dict) and isinstance(value.get("b64"), str):
-                images.append(decode_image(_b64(value["b64"], where), classifier, limits, where))
+                files.append(image_file(i, _b64(value["b64"], where), limits, where))
                 continue
         elif isinstance(instance, list):
-            images.append(_tensor(instance, "FP32", [size, size, 3], size, where)[0])
+            images[i] = _tensor(instance, "FP32", [size, size, 3], size, where)[0]
             continue
         raise RequestError("wrong_format", f"{where} is neither an image nor a pixel array; {V1_HINT}")
-    return Decoded(protocol="v1", images=np.stack([np.asarray(im, np.float32) for im in images]), explain=explain)
+    check_request_pixels(files, limits)
+    return Decoded(protocol="v1", images=images, files=files, explain=explain, pixels=sum(f.pixels for f in files))
 
 
 def encode_v1(decoded: Decoded, answer: Answer, classifier: Classifier) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -191,9 +192,9 @@ class ServerProcess:
         self._log.close()
 
 
-def infer_image(url: str, model_name: str, image: Path) -> dict[str, dict]:
+def infer_image(url: str, model_name: str, image: Path, full: bool = False) -> dict:
     """One image file through a server's Open Inference Protocol V2 REST endpoint, as a client sends it
-    (``BYTES``, base64): the answer's outputs by name."""
+    (``BYTES``, base64): the answer's outputs by name (``full``: the whole answer)."""
     body = {
         "inputs": [
             {
@@ -210,13 +211,15 @@ def infer_image(url: str, model_name: str, image: Path) -> dict[str, dict]:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
-        return {o["name"]: o for o in json.load(response)["outputs"]}
+        answer = json.load(response)
+    return answer if full else {o["name"]: o for o in answer["outputs"]}
 
 
 @pytest.fixture(scope="session")
 def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 8 images),
-    over REST and gRPC (``server.grpc_port``)."""
+    """``served_model_dir`` served as ``chest-ct`` with small limits (1 MiB bodies, 1 MP images, 2 MP per
+    request, 8 images), over REST and gRPC (``server.grpc_port``), with the defaults for everything else:
+    loopback only, no tokens, repository API off, version unknown."""
     grpc_port = free_port()
     server = ServerProcess(
         [
@@ -233,10 +236,76 @@ def model_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
             str(1 << 20),
             "--max_image_pixels",
             "1000000",
+            "--max_request_pixels",
+            "2000000",
             "--max_images",
             "8",
         ],
         tmp_path_factory.mktemp("server"),
+    )
+    server.grpc_port = grpc_port
+    server.model_dir = served_model_dir
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def lan_address() -> str:
+    """An address of this machine that is not loopback (the route a packet to a private network would take);
+    "" where there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP: nothing is sent
+            address = probe.getsockname()[0]
+        except OSError:
+            address = ""
+    return "" if address.startswith("127.") else address
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+INFERENCE_TOKEN = "inference-token-7f3a9c2e51d84b06"
+REPOSITORY_TOKEN = "repository-token-0b1e6d5c4a3f2e19"
+
+
+@pytest.fixture(scope="session")
+def secured_server(served_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``served_model_dir`` served as ``chest-ct`` version 7 on every interface (``--host 0.0.0.0``), REST
+    and gRPC, with an inference token and the repository API on behind its own token."""
+    root = tmp_path_factory.mktemp("secured")
+    (root / "inference.token").write_text(INFERENCE_TOKEN + "\n")
+    (root / "repository.token").write_text(REPOSITORY_TOKEN)
+    grpc_port = free_port()
+    server = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "radpipe.serving",
+            "--model_dir",
+            str(served_model_dir),
+            "--model_name",
+            "chest-ct",
+            "--model_version",
+            "7",
+            "--host",
+            "0.0.0.0",
+            "--grpc_port",
+            str(grpc_port),
+            "--auth-token-file",
+            str(root / "inference.token"),
+            "--enable_repository_api",
+            "--repository_token_file",
+            str(root / "repository.token"),
+        ],
+        root,
     )
     server.grpc_port = grpc_port
     server.model_dir = served_model_dir

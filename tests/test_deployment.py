@@ -60,7 +60,13 @@ def test_inference_service_serves_the_version_with_radpipes_predictor(monkeypatc
     assert predictor["serviceAccountName"] == "radpipe-kserve"
     (container,) = predictor["containers"]
     assert container["name"] == "kserve-container" and container["image"] == "radpipe-serving:0.1.0"
-    assert container["args"] == ["--model_name=chest-ct", "--model_dir=/mnt/models", "--http_port=8080"]
+    assert container["args"] == [
+        "--model_name=chest-ct",
+        "--model_dir=/mnt/models",
+        "--http_port=8080",
+        "--model_version=3",
+    ]
+    assert "command" not in container  # the image's entry point stays, with its --host=0.0.0.0
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["STORAGE_URI"] == SERVED.storage_uri and env["PROTOCOL"] == "v2"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/chest-ct/ready"

@@ -375,6 +375,21 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
         "BYTES",
     ),
     ("image over the pixel limit", "v2", v2_request(_b64bytes(_image_bytes(1200, 1000))), 413, "megapixels"),
+    (
+        "images over the request's pixel budget",
+        "v2",
+        v2_request(*[_b64bytes(_image_bytes(1000, 800))] * 3),
+        413,
+        "hold 2.4 megapixels in all (the largest, input 'image'[0], 0.8); this server decodes at most 2.0 "
+        "megapixels per request (--max_request_pixels)",
+    ),
+    (
+        "V1 images over the request's pixel budget",
+        "v1",
+        {"instances": [{"image": {"b64": _b64bytes(_image_bytes(1000, 800))}}] * 3},
+        413,
+        "(--max_request_pixels)",
+    ),
     ("too many images", "v2", v2_request(*[_b64bytes(_image_bytes(8, 8))] * 9), 413, "at most 8"),
     ("body over the size limit", "v2", v2_request("A" * (1 << 20)), 413, "over this server's limit"),
     ("unknown model", "v2-lungs", v2_request(_b64bytes(_image_bytes(8, 8))), 404, "no model named 'lungs'"),
@@ -403,6 +418,112 @@ def test_bad_input_gets_a_4xx_that_says_what_was_wrong(
     assert isinstance(answer, dict) and words in answer["error"], answer
 
 
+def test_the_pixel_budget_is_checked_from_the_headers_before_any_image_is_decoded(model_server: ServerProcess) -> None:
+    """A truncated PNG has a readable header and unreadable pixels: inside the budget its decoding fails
+    (400), over the budget the request is refused before any decoding (413)."""
+    url = _url(model_server, "v2")
+    whole = _image_bytes(1000, 800)
+    truncated = whole[:60]
+    status, answer = call(url, v2_request(_b64bytes(truncated), _b64bytes(whole)))
+    assert status == 400 and "input 'image'[0]" in answer["error"] and "not a readable image" in answer["error"]
+    status, answer = call(url, v2_request(_b64bytes(truncated), _b64bytes(whole), _b64bytes(whole)))
+    assert status == 413 and "(--max_request_pixels)" in answer["error"], answer
+    # Two full images are within the 2 MP budget: answered, in order.
+    status, answer = call(url, v2_request(_b64bytes(whole), _b64bytes(_image_bytes(800, 1000))))
+    assert status == 200, answer
+    assert outputs(answer)["probabilities"]["shape"] == [2, 4]
+
+
+def test_metadata_and_answers_say_the_version_is_unknown_when_nothing_told_the_server(
+    model_server: ServerProcess,
+) -> None:
+    status, meta = call(f"{model_server.url}/v2/models/chest-ct")
+    assert status == 200 and meta["versions"] == [] and meta["radpipe"]["model_version"] is None
+    assert meta["radpipe"]["limits"]["max_request_pixels"] == 2_000_000
+    status, answer = call(f"{model_server.url}/v2/models/chest-ct/infer", v2_request(b64(TEST_IMAGES[0])))
+    assert status == 200 and answer["model_version"] is None
+    status, answer = call(f"{model_server.url}/v2/models/chest-ct/versions/1/infer", v2_request(b64(TEST_IMAGES[0])))
+    assert status == 404 and "a model of unknown version" in answer["error"]
+
+
+def test_the_repository_api_is_off_and_unload_from_a_web_page_changes_nothing(model_server: ServerProcess) -> None:
+    """Issue 16: a page on any site could POST text/plain to .../unload and take the model offline."""
+    url = model_server.url
+
+    def post(path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{url}{path}", data=b"{}", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    page = {"Content-Type": "text/plain", "Origin": "http://attacker.example", "Sec-Fetch-Site": "cross-site"}
+    status, answer = post("/v2/repository/models/chest-ct/unload", page)
+    assert status == 403 and "from another web site (http://attacker.example)" in answer["error"]
+    for action in ("unload", "load"):
+        status, answer = post(f"/v2/repository/models/chest-ct/{action}", {"Content-Type": "application/json"})
+        assert status == 403, answer
+        assert "repository API (load/unload) is off" in answer["error"] and "--enable_repository_api" in answer["error"]
+    assert call(f"{url}/v2/health/ready") == (200, {"ready": True})
+    assert call(f"{url}/v2/models/chest-ct/ready") == (200, {"name": "chest-ct", "ready": True})
+    status, answer = call(f"{url}/v2/models/chest-ct/infer", v2_request(b64(TEST_IMAGES[0])))
+    assert status == 200, answer
+
+
+def test_grpc_repository_calls_are_refused_while_the_api_is_off(model_server: ServerProcess) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    with grpc.insecure_channel(f"127.0.0.1:{model_server.grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="chest-ct"), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "--enable_repository_api" in refused.value.details()
+        assert stub.ModelReady(pb.ModelReadyRequest(name="chest-ct"), timeout=30).ready is True
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready is True
+
+
+def test_inference_requests_from_other_web_sites_are_refused(model_server: ServerProcess, predicted: dict) -> None:
+    """A browser on another origin may send 'simple' cross-origin POSTs (text/plain, no preflight); the
+    server must not act on them. Same-origin pages (the upload page) and programs are unaffected."""
+    url = f"{model_server.url}/v2/models/chest-ct/infer"
+    body = json.dumps(v2_request(b64(TEST_IMAGES[0]))).encode()
+
+    def post(headers: dict[str, str]) -> tuple[int, Any]:
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "text/plain"})
+        for name, value in headers.items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    own = f"http://127.0.0.1:{model_server.port}"
+    refused = [
+        {"Origin": "http://attacker.example"},  # a browser without Sec-Fetch-Site
+        {"Origin": "null"},  # a sandboxed frame, a file:// page
+        {"Origin": f"http://localhost:{model_server.port}"},  # another origin, even if it is the same machine
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"},
+        {"Sec-Fetch-Site": "same-site", "Origin": own},  # Sec-Fetch-Site is the browser's word: it wins
+    ]
+    for headers in refused:
+        status, answer = post(headers)
+        assert status == 403 and "from another web site" in answer["error"], (headers, answer)
+    allowed = [{}, {"Origin": own}, {"Sec-Fetch-Site": "same-origin", "Origin": own}, {"Sec-Fetch-Site": "none"}]
+    for headers in allowed:
+        status, answer = post(headers)
+        assert status == 200, (headers, answer)
+        assert outputs(answer)["label"]["data"] == [predicted[str(TEST_IMAGES[0])]["label"]]
+    # GETs are not state-changing: metadata answers whatever page asks (a browser will not show it to the page).
+    request = urllib.request.Request(f"{model_server.url}/v2/models/chest-ct", headers={"Origin": "http://x.example"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+
+
 def test_the_server_survives_200_bad_requests_in_a_row(model_server: ServerProcess, predicted: dict) -> None:
     for i in range(200):
         _, where, body, status, _ = BAD_REQUESTS[i % len(BAD_REQUESTS)]
@@ -425,15 +546,15 @@ def test_metrics_count_requests_latency_and_errors_by_kind(model_server: ServerP
         if line.startswith("radpipe_serving_"):
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
-    ok = 'radpipe_serving_requests_total{code="200",endpoint="infer_v2",model="chest-ct"}'
+    # version="": this server was not told which registered version it serves (see test_serving_security.py)
+    ok = 'radpipe_serving_requests_total{code="200",endpoint="infer_v2",model="chest-ct",version=""}'
     assert samples[ok] >= 1
-    assert (
-        samples['radpipe_serving_request_errors_total{endpoint="infer_v2",kind="not_an_image",model="chest-ct"}'] >= 1
-    )
-    count = 'radpipe_serving_request_duration_seconds_count{endpoint="infer_v2",model="chest-ct"}'
+    error = 'radpipe_serving_request_errors_total{endpoint="infer_v2",kind="not_an_image",model="chest-ct",version=""}'
+    assert samples[error] >= 1
+    count = 'radpipe_serving_request_duration_seconds_count{endpoint="infer_v2",model="chest-ct",version=""}'
     assert samples[count] >= samples[ok]
     assert any(k.startswith("radpipe_serving_request_duration_seconds_bucket") for k in samples)
-    assert samples['radpipe_serving_batch_size_count{model="chest-ct"}'] >= 1
+    assert samples['radpipe_serving_batch_size_count{model="chest-ct",version=""}'] >= 1
     assert "request_predict_seconds" in text  # KServe's own per-stage histograms are still there
 
 

@@ -47,7 +47,7 @@ def test_concurrent_requests_share_one_call_and_keep_their_rows() -> None:
         np.testing.assert_array_equal(answer[:, 0], [i, i + 0.5])
 
 
-def test_batches_never_exceed_the_maximum_but_a_big_request_goes_alone() -> None:
+def test_batches_never_exceed_the_maximum_and_a_big_request_is_split_in_order() -> None:
     model = Recorder()
 
     async def main() -> list[np.ndarray]:
@@ -57,7 +57,7 @@ def test_batches_never_exceed_the_maximum_but_a_big_request_goes_alone() -> None
             return await asyncio.gather(*(batcher.predict(r) for r in requests))
 
     answers = run(main())
-    assert model.sizes == [4, 2, 6]
+    assert model.sizes == [4, 2, 4, 2]  # requests 1+2, 3, then the big one in two calls
     np.testing.assert_array_equal(answers[3][:, 0], list(range(7, 13)))
 
 

@@ -15,7 +15,7 @@ from radpipe.classifier import Classifier
 from radpipe.cli import main as radpipe_main
 from radpipe.errors import RadpipeError
 
-from conftest import SAMPLE, ServerProcess, infer_image
+from conftest import SAMPLE, ServerProcess, infer_image, lan_address, reachable
 
 IMAGE = SAMPLE / "test" / "normal" / "10 - Copy (3).png"
 
@@ -61,9 +61,21 @@ def test_radpipe_serve_loads_a_registered_model_by_alias_and_from_its_mounted_fo
         # The URL's model name defaults to the registered model's name.
         with urllib.request.urlopen(f"{server.url}/v2/models", timeout=30) as response:
             assert json.load(response) == {"models": ["chest-ct-serving"]}
-        answer = infer_image(server.url, "chest-ct-serving", IMAGE)
+        # The alias is resolved to its version, which metadata, answers and metrics report.
+        with urllib.request.urlopen(f"{server.url}/v2/models/chest-ct-serving", timeout=30) as response:
+            meta = json.load(response)
+        assert meta["versions"] == [version] and meta["radpipe"]["model_uri"] == f"models:/chest-ct-serving/{version}"
+        answer = infer_image(server.url, "chest-ct-serving", IMAGE, full=True)
+        assert answer["model_version"] == version
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:
+            assert f'model="chest-ct-serving",version="{version}"' in response.read().decode()
+        # No --host: this machine only (where it has another interface to try).
+        address = lan_address()
+        assert reachable("127.0.0.1", server.port) and not (address and reachable(address, server.port))
+        answer = {o["name"]: o for o in answer["outputs"]}
     finally:
         server.stop()
+    assert "this machine only" in server.log()
     assert answer["label"]["data"] == [expected.label]
     np.testing.assert_allclose(answer["probabilities"]["data"], list(expected.scores.values()), rtol=1e-4, atol=1e-6)
     assert "upload page" in server.log() and "/ui/" in server.log()
@@ -73,10 +85,11 @@ def test_radpipe_serve_loads_a_registered_model_by_alias_and_from_its_mounted_fo
     # to /mnt/models, and the predictor loads that folder.
     mounted = Path(mlflow.artifacts.download_artifacts(f"models:/chest-ct-serving/{version}", dst_path=str(tmp_path)))
     assert (mounted / "MLmodel").is_file()
-    model = load_model(str(mounted), "chest-ct")
+    model = load_model(str(mounted), "chest-ct", model_version=version)  # what radpipe deploy's manifest says
     try:
         meta = model.metadata()
         assert meta["name"] == "chest-ct" and meta["class_names"] == Classifier.load(str(served_model_dir)).class_names
+        assert meta["versions"] == [version]
         assert model.gradcam is not None
         np.testing.assert_allclose(
             model.classifier.predict([IMAGE])[0].scores["normal"], expected.scores["normal"], rtol=1e-5

@@ -198,3 +198,58 @@ def test_a_file_that_is_not_an_image_shows_the_servers_message(
     assert "400" in message and "not an image" in message
     browser.screenshot(tmp_path / "serving-ui-error.png")
     assert model_server.proc.poll() is None
+
+
+def test_with_a_token_the_page_asks_for_it_keeps_it_in_memory_and_classifies(
+    browser: Browser, secured_server: ServerProcess, tmp_path: Path
+) -> None:
+    from conftest import INFERENCE_TOKEN
+
+    browser.send("Page.navigate", url=f"{secured_server.url}/ui/")
+    assert browser.wait_for("document.body && document.body.dataset.ready") == "token", browser.console
+    assert browser.evaluate("document.getElementById('auth').hidden") is False
+    assert "needs an access token" in browser.evaluate("document.getElementById('auth').textContent")
+
+    def submit(token: str) -> str:
+        browser.evaluate(
+            f"document.body.dataset.ready = ''; document.getElementById('token').value = {json.dumps(token)}; "
+            "document.getElementById('auth').requestSubmit()"
+        )
+        return browser.wait_for("document.body.dataset.ready")
+
+    assert submit("not-the-token-at-all") == "token"
+    assert "refused this token" in browser.evaluate("document.getElementById('error').textContent")
+    assert submit(INFERENCE_TOKEN) == "yes", browser.evaluate("document.getElementById('error').textContent")
+    assert browser.evaluate("document.getElementById('auth').hidden") is True
+    assert "version 7" in browser.evaluate("document.getElementById('model').textContent")
+    assert browser.evaluate("document.getElementById('token').value") == ""  # not left in the field
+
+    image = SAMPLE / "test" / "adenocarcinoma" / "000114.png"
+    browser.upload("#file", image)
+    assert (
+        browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state")
+        == "done"
+    ), browser.evaluate("document.getElementById('error').textContent")
+    browser.screenshot(tmp_path / "serving-ui-token.png")
+    request = urllib.request.Request(
+        f"{secured_server.url}/v2/models/chest-ct/infer",
+        data=json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [base64.b64encode(image.read_bytes()).decode()],
+                    }
+                ]
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {INFERENCE_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        label = {o["name"]: o for o in json.load(response)["outputs"]}["label"]["data"][0]
+    assert browser.evaluate("document.getElementById('label').textContent") == label
+    # Nothing of the token outlives the page: no storage, no cookie.
+    stored = browser.evaluate("localStorage.length + sessionStorage.length + document.cookie.length")
+    assert stored == 0
