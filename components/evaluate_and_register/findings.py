@@ -37,6 +37,11 @@ class DataSummary:
     removed_duplicates: int = 0
     removed_conflicting: int = 0
     unreadable: int = 0
+    removed_near_duplicates: int = 0
+    near_duplicates: dict[str, Any] = field(default_factory=dict)
+    """The ingest report's ``near_duplicates``: hash, threshold, pairs found across the given splits."""
+    grouping: dict[str, Any] = field(default_factory=dict)
+    """The ingest report's ``grouping``: what grouped images, how many groups, how many span splits."""
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], fingerprint: str) -> DataSummary:
@@ -50,6 +55,9 @@ class DataSummary:
             + len(report.get("removed_within_split_duplicates", [])),
             removed_conflicting=len(report.get("removed_conflicting_labels", [])),
             unreadable=len(report.get("unreadable", [])),
+            removed_near_duplicates=len(report.get("removed_near_duplicates", [])),
+            near_duplicates=dict(report.get("near_duplicates") or {}),
+            grouping=dict(report.get("grouping") or {}),
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from radpipe.components.evaluate_and_register.findings import (
     NOT_FOR_CLINICAL_USE,
+    DataSummary,
     Findings,
     fmt,
     fmt_interval,
@@ -139,13 +140,45 @@ def _data(f: Findings) -> str:
         f"- Source: `{d.source or 'unknown'}`",
     ]
     if d.created_splits:
-        lines.append(f"- Splits made by radpipe (seeded, stratified): {', '.join(d.created_splits)}")
-    if d.removed_duplicates or d.removed_conflicting or d.unreadable:
+        lines.append(f"- Splits made by radpipe (seeded, stratified, group-disjoint): {', '.join(d.created_splits)}")
+    lines += _grouping(d)
+    if d.removed_duplicates or d.removed_conflicting or d.unreadable or d.removed_near_duplicates:
         lines.append(
-            f"- Removed at ingest: {d.removed_duplicates} exact duplicates, {d.removed_conflicting} images filed "
+            f"- Removed at ingest: {d.removed_duplicates} exact duplicates, {d.removed_near_duplicates} "
+            f"near-duplicates of training images from validation/test, {d.removed_conflicting} images filed "
             f"under more than one class, {d.unreadable} unreadable files"
         )
     return "\n".join(lines) + "\n\n" + md_table(["class", *splits], rows)
+
+
+def _grouping(d: DataSummary) -> list[str]:
+    """How honest the validation and test splits are: what was grouped, and the near-duplicates found."""
+    if not d.grouping:
+        return [
+            "- Grouping: not recorded (the data set was ingested before radpipe grouped images by scan): "
+            "validation and test may hold slices of training scans"
+        ]
+    g = d.grouping
+    by = " and ".join(g.get("by") or []) or "nothing (each image its own group)"
+    lines = [
+        f"- Grouping: images grouped by {by}; {g.get('groups', '?')} groups, the largest of {g.get('largest', '?')} "
+        "images. Splits made by radpipe never divide a group; given splits are kept"
+        + (f", and {g['across_splits']} groups have images in more than one of them" if g.get("across_splits") else "")
+    ]
+    nd = d.near_duplicates
+    if nd:
+        found = ", ".join(f"{pair} {n}" for pair, n in nd.get("found", {}).items())
+        lines.append(
+            f"- Near-duplicates: {nd.get('hash', '?')} within {nd.get('max_bits', '?')} bits; pairs across the "
+            f"given splits before removal: {found or 'none'}; {d.removed_near_duplicates} validation/test images "
+            "with a training look-alike removed"
+        )
+    else:
+        lines.append(
+            "- Near-duplicates: not searched (data.near_duplicates: false): validation and test may hold "
+            "look-alikes of training images"
+        )
+    return lines
 
 
 def _evaluation(f: Findings) -> str:
