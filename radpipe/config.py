@@ -26,6 +26,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from radpipe import dicom
 from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -203,6 +204,11 @@ class ModelConfig(Section):
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
+    window: str | list[str] = "lung"
+    """How DICOM input becomes pixels: a named window (``lung`` -600/1500, ``mediastinum`` 40/400, ``bone``
+    400/1800) or ``CENTRE/WIDTH`` in modality units (HU for CT), as grey; or a list of three, one per colour
+    channel. Recorded with the model (its preprocessing), so predict and serve window DICOM the same way.
+    PNG/JPEG input is not affected."""
 
     def validate(self, path: str) -> None:
         _check(
@@ -214,6 +220,10 @@ class ModelConfig(Section):
         _check(32 <= self.image_size <= 1024, _join(path, "image_size"), f"must be 32..1024, got {self.image_size}")
         _check(0.0 <= self.dropout < 1.0, _join(path, "dropout"), f"must be in [0, 1), got {self.dropout}")
         _check(self.dense_units >= 0, _join(path, "dense_units"), f"must be >= 0, got {self.dense_units}")
+        try:
+            dicom.parse_windows(self.window)
+        except ValueError as exc:
+            _fail(_join(path, "window"), str(exc))
 
 
 @dataclass(frozen=True)

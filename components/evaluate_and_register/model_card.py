@@ -78,12 +78,23 @@ def _model(f: Findings) -> str:
                 "Input",
                 f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
             ),
+            ("DICOM input", _dicom_input(pre)),
             ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
             ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
             ("Classes", ", ".join(spec.class_names)),
             *([("Ensemble", _members(spec))] if spec.is_ensemble else []),
             *([("Calibration", _temperature(extra["temperature"]))] if extra.get("temperature") else []),
         ]
+    )
+
+
+def _dicom_input(pre: Any) -> str:
+    if not pre.windows:
+        return "not read (the record predates DICOM support)"
+    how = "as grey" if len(pre.windows) == 1 else "as the red, green and blue channels"
+    return (
+        f"{pre.frame} frame, modality LUT (Hounsfield units for CT), then window {', '.join(map(str, pre.windows))} "
+        f"{how}"
     )
 
 
@@ -148,7 +159,23 @@ def _data(f: Findings) -> str:
             f"near-duplicates of training images from validation/test, {d.removed_conflicting} images filed "
             f"under more than one class, {d.unreadable} unreadable files"
         )
+    if d.dicom:
+        lines.append(_dicom_data(d))
     return "\n".join(lines) + "\n\n" + md_table(["class", *splits], rows)
+
+
+def _dicom_data(d: DataSummary) -> str:
+    """The DICOM files: how many, what kind, how grouped, and what of their headers was kept."""
+    dc = d.dicom
+    counts = lambda items: ", ".join(f"{k} {v}" for k, v in items.items()) or "none recorded"  # noqa: E731
+    return (
+        f"- DICOM: {dc['files']} files (modality {counts(dc.get('modalities', {}))}; scanner models "
+        f"{counts(dc.get('manufacturer_models', {}))}), grouped by {counts(dc.get('grouped_by', {}))}; "
+        f"{d.removed_same_patient} validation/test images of patients who also have training images removed. "
+        "Of each header only technical tags were kept (modality, pixel spacing, slice thickness, scanner model, "
+        "kVp, window values); patient and study enter only as salted hashes (see Known limits for burned-in "
+        "annotations)"
+    )
 
 
 def _grouping(d: DataSummary) -> list[str]:

@@ -5,6 +5,9 @@ Input layouts (local folder, ``s3://`` prefix, or a .zip/.tar.gz at any of those
     <root>/<class folder>/**/<image>                       # no splits: all three are made
     <root>/{train,valid|val,test}/<class folder>/**/<image> # any subset; missing splits are made
 
+Images are PNG/JPEG/... files and DICOM files (``.dcm``, or any file with the ``DICM`` preamble); a DICOM
+file goes into the data set only as a de-identified copy (``dicom_files.py``).
+
 The class of a folder is ``class_map[folder]`` if given, else the folder name up to the first
 ``class_separator`` (the Kaggle chest CT layout names ``adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib``
 in train and ``adenocarcinoma`` in test).
@@ -35,12 +38,12 @@ from typing import Any
 
 import yaml
 
-from radpipe import dataset, storage
-from radpipe.components.ingest import grouping
+from radpipe import dataset, dicom, storage
+from radpipe.components.ingest import dicom_files, grouping
 from radpipe.components.ingest.near_duplicates import HASH_BITS, HASH_NAME, Pair, close_pairs, perceptual_hash
 from radpipe.config import DataConfig
 from radpipe.errors import DataError
-from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_image_file, open_image, to_rgb
+from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_dicom, is_image_file, open_image, to_rgb
 from radpipe.progress import Progress, log
 
 SPLITS = dataset.SPLITS
@@ -74,6 +77,10 @@ class SourceImage:
     """What ties this image to others: the scan id from its file name (``name:<class>/<scan>``); None = none."""
     group: str = ""
     """Its group after joining equal keys and near-duplicates (the smallest key in the group)."""
+    stored: Path | None = None
+    """A DICOM file's de-identified copy: what the data set holds instead of the file itself."""
+    dicom: dict[str, Any] | None = None
+    """A DICOM file's allow-listed technical tags (:func:`radpipe.dicom.describe`)."""
 
 
 @dataclass
@@ -95,6 +102,11 @@ class IngestReport:
     (before removal) and ``left`` in the data set written."""
     grouping: dict[str, Any] = field(default_factory=dict)
     """How images were grouped, how many groups, the largest, and groups found in more than one split."""
+    removed_same_patient: list[dict[str, str]] = field(default_factory=list)
+    """Given val/test DICOM images of a patient (or study) who also has training images: ``removed``,
+    ``split``, ``group`` (the salted hash)."""
+    dicom: dict[str, Any] = field(default_factory=dict)
+    """DICOM files kept: counts by modality, scanner model and group key (allow-listed values only)."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     skipped_non_images: list[str] = field(default_factory=list)
 
@@ -124,6 +136,7 @@ class IngestReport:
         for label, items in (
             ("exact copies removed from evaluation splits (leakage)", self.removed_cross_split_duplicates),
             ("near-duplicates of training images removed from evaluation splits", self.removed_near_duplicates),
+            ("images of patients with training images removed from evaluation splits", self.removed_same_patient),
             ("exact copies removed within a split", self.removed_within_split_duplicates),
             ("images filed under more than one class, dropped", self.removed_conflicting_labels),
             ("unreadable images skipped", self.unreadable),
@@ -131,6 +144,14 @@ class IngestReport:
         ):
             if items:
                 lines.append(f"{label}: {len(items)}")
+        if self.dicom:
+            lines.append(
+                f"DICOM files: {self.dicom['files']} ("
+                + ", ".join(f"{k} {v}" for k, v in self.dicom["modalities"].items())
+                + "; grouped by "
+                + ", ".join(f"{k} {v}" for k, v in self.dicom["grouped_by"].items())
+                + ")"
+            )
         lines.append(f"fingerprint: {self.fingerprint}")
         return "\n".join(lines)
 
@@ -223,12 +244,22 @@ def discover(root: Path, class_map: dict[str, str], separator: str, report: Inge
     return images
 
 
-def inspect_images(images: list[SourceImage], config: DataConfig, report: IngestReport) -> list[SourceImage]:
-    """Hash and decode every image (with progress); unreadable ones are reported and skipped."""
+def inspect_images(
+    images: list[SourceImage], config: DataConfig, report: IngestReport, workdir: Path | None = None
+) -> list[SourceImage]:
+    """Hash and decode every image (with progress); unreadable ones are reported and skipped. DICOM files
+    are de-identified into ``workdir`` (see ``dicom_files.py``)."""
     pattern = re.compile(config.group_pattern) if config.group_pattern else None
+    salt = dicom.group_salt()
     readable = []
     with Progress("ingest: reading images", len(images), " files") as bar:
         for image in images:
+            if is_dicom(image.path):
+                if _inspect_dicom(image, config, report, Path(workdir or ".") / "deidentified", salt):
+                    image.group_key = image.group_key or grouping.name_key(_stem(image), image.label, pattern)
+                    readable.append(image)
+                bar.update()
+                continue
             data = image.path.read_bytes()
             image.sha256 = hashlib.sha256(data).hexdigest()
             try:
@@ -244,6 +275,29 @@ def inspect_images(images: list[SourceImage], config: DataConfig, report: Ingest
                 readable.append(image)
             bar.update()
     return readable
+
+
+def _stem(image: SourceImage) -> str:
+    """The file name without its extension; DICOM files are often named by UID (``1.2.840....``), no extension."""
+    if image.format == dicom_files.FORMAT and image.path.suffix.lower() not in dicom.DICOM_EXTENSIONS:
+        return image.path.name
+    return image.path.stem
+
+
+def _inspect_dicom(image: SourceImage, config: DataConfig, report: IngestReport, store: Path, salt: bytes) -> bool:
+    """Read one DICOM file into ``image``; report why not (not an image, undecodable) and return False."""
+    try:
+        found = dicom_files.read(image.path, store, salt, config.near_duplicates)
+    except dicom.NotAnImageError as exc:
+        report.skipped_non_images.append(f"{image.relpath} ({exc})")
+        return False
+    except dicom.DicomError as exc:
+        report.unreadable.append({"path": image.relpath, "error": f"DICOM file {exc}"})
+        return False
+    image.stored, image.sha256, image.dicom = found.stored, found.sha256, found.tags
+    image.width, image.height, image.mode, image.format = found.width, found.height, found.mode, dicom_files.FORMAT
+    image.phash, image.group_key = found.phash, found.group_key
+    return True
 
 
 # ------------------------------------------------------------------------------------ de-duplication
@@ -348,6 +402,25 @@ def remove_near_duplicates(
     return kept, kept_pairs
 
 
+def remove_same_patient(images: list[SourceImage], report: IngestReport) -> list[SourceImage]:
+    """Drop given val/test images whose DICOM patient (or study) also has training images: a patient id is
+    an identity, not a guess like a file name, so no patient straddles train and evaluation."""
+    in_train = {i.group_key for i in images if i.split == "train" and _is_identity(i.group_key)}
+    kept = []
+    for image in images:
+        if image.split in ("val", "test") and _is_identity(image.group_key) and image.group_key in in_train:
+            report.removed_same_patient.append(
+                {"removed": image.relpath, "split": str(image.split), "group": str(image.group_key)}
+            )
+        else:
+            kept.append(image)
+    return kept
+
+
+def _is_identity(key: str | None) -> bool:
+    return bool(key) and str(key).startswith(("patient:", "study:"))
+
+
 def group_images(images: list[SourceImage], pairs: list[Pair], config: DataConfig, report: IngestReport) -> None:
     """Give every image its group: equal group keys and near-duplicates are joined."""
     keys = [i.group_key or f"file:{i.sha256[:16]}" for i in images]
@@ -355,6 +428,10 @@ def group_images(images: list[SourceImage], pairs: list[Pair], config: DataConfi
         image.group = group
     sizes = Counter(i.group for i in images)
     by = []
+    if any(i.group_key and i.group_key.startswith("patient:") for i in images):
+        by.append("DICOM patient")
+    if any(i.group_key and i.group_key.startswith("study:") for i in images):
+        by.append("DICOM study")
     if any(i.group_key and i.group_key.startswith("name:") for i in images):
         by.append("file-name pattern")
     if pairs:
@@ -431,8 +508,9 @@ def check_classes(images: list[SourceImage], source: str) -> list[str]:
 
 
 def _safe_name(image: SourceImage) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image.path.stem).strip("._") or "image"
-    return f"{stem[:80]}-{image.sha256[:10]}{image.path.suffix.lower()}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", _stem(image)).strip("._") or "image"
+    suffix = ".dcm" if image.format == dicom_files.FORMAT else image.path.suffix.lower()
+    return f"{stem[:80]}-{image.sha256[:10]}{suffix}"
 
 
 def fingerprint(images: Iterable[SourceImage], class_names: list[str]) -> str:
@@ -453,7 +531,7 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
                 rel = f"{image.split}/{image.label}/{_safe_name(image)}"
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image.path, target)
+                shutil.copyfile(image.stored or image.path, target)  # a DICOM file: its de-identified copy
                 files.append(
                     {
                         "path": rel,
@@ -467,6 +545,7 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
                         "group": image.group,
                         "phash": image.phash,
                         "source": image.relpath,
+                        **({"dicom": image.dicom} if image.dicom else {}),
                     }
                 )
                 bar.update()
@@ -505,8 +584,9 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
     class_map = load_class_map(config.class_map)
     images = discover(root, class_map, config.class_separator, report)
     log(f"ingest: found {len(images)} image files under {config.uri}")
-    images = inspect_images(images, config, report)
+    images = inspect_images(images, config, report, workdir)
     images = deduplicate(images, report)
+    images = remove_same_patient(images, report)
     pairs = find_near_duplicates(images, config)
     images, pairs = remove_near_duplicates(images, pairs, config, report)
     group_images(images, pairs, config, report)
@@ -519,6 +599,9 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
         )
     if config.near_duplicates:
         report.near_duplicates["left"] = _cross_split_pairs(images, pairs)
+    report.dicom = dicom_files.summarize((i.label, i.format, i.dicom, i.group_key) for i in images)
+    if warning := dicom_files.format_confound(report.dicom):
+        log(f"ingest: WARNING: {warning}")
     report.class_names = check_classes(images, config.uri)
     report.counts = {
         split: {label: sum(1 for i in images if i.split == split and i.label == label) for label in report.class_names}

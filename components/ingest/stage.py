@@ -57,6 +57,8 @@ def log_parent_run(
     client.log_metric(run_id, "data.removed_near_duplicates", len(report.removed_near_duplicates))
     for pair, n in report.near_duplicates.get("found", {}).items():
         client.log_metric(run_id, f"data.near_duplicate_pairs.{pair}", n)
+    client.log_metric(run_id, "data.removed_same_patient", len(report.removed_same_patient))
+    client.log_metric(run_id, "data.dicom_files", report.dicom.get("files", 0))
     if report.grouping:
         client.log_metric(run_id, "data.groups", report.grouping["groups"])
         client.log_metric(run_id, "data.groups_across_splits", report.grouping["across_splits"])
