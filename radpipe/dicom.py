@@ -282,7 +282,8 @@ class Slice:
     frames: int
     frame: int
     stored: np.ndarray
-    """The frame's stored values as decoded (before the modality LUT); for :func:`deidentified_copy`."""
+    """The frame's stored values as decoded, before ``slope`` and ``intercept`` (a Modality LUT Sequence's
+    output, with slope 1 and intercept 0); what :func:`deidentified_copy` stores."""
     slope: float = 1.0
     intercept: float = 0.0
 
@@ -313,9 +314,17 @@ def _to_uint8(rgb: np.ndarray, bits: int) -> np.ndarray:
 
 def read_slice(ds: Any) -> Slice:
     """Decode the policy's frame of an image Dataset and apply the modality LUT; :class:`DicomError` else."""
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+    from PIL import Image
+    from pydicom.pixels import pixel_array
 
     check_is_image(ds)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    limit = Image.MAX_IMAGE_PIXELS  # the bound Pillow puts on PNG/JPEG (decompression bombs), for DICOM too
+    if limit and rows * columns > limit:
+        raise DicomError(
+            f"is {columns}x{rows} pixels, more than radpipe decodes ({limit} pixels, Pillow's decompression-bomb "
+            "limit); downscale it first"
+        )
     frames = frame_count(ds)
     frame = frames // 2
     syntax = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
@@ -338,7 +347,18 @@ def read_slice(ds: Any) -> Slice:
             f"has pixel data that cannot be read ({type(exc).__name__}): the file looks truncated or damaged"
         ) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    bits = int(ds.get("BitsStored", 8) or 8)
+    try:
+        return _to_slice(ds, stored, photometric, frames, frame)
+    except DicomError:
+        raise
+    except Exception as exc:  # a broken LUT or descriptor: name the problem, not the values
+        raise DicomError(f"has {photometric} pixel data radpipe cannot convert ({type(exc).__name__})") from None
+
+
+def _to_slice(ds: Any, stored: np.ndarray, photometric: str, frames: int, frame: int) -> Slice:
+    """Decoded pixels -> modality values (monochrome) or RGB (colour)."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if stored.ndim != 2:
             raise DicomError(f"has a {photometric} frame of shape {stored.shape}; expected rows x columns")
@@ -348,10 +368,11 @@ def read_slice(ds: Any) -> Slice:
         slope, intercept = _rescale(ds, frame)
         return Slice(stored * slope + intercept, photometric, frames, frame, stored, slope, intercept)
     if photometric == "PALETTE COLOR":
-        rgb = _to_uint8(apply_color_lut(stored, ds), int(ds.RedPaletteColorLookupTableDescriptor[2]))
+        entry_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        rgb = _to_uint8(apply_color_lut(stored, ds), entry_bits)
         return Slice(rgb, "RGB", frames, frame, rgb)
     if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT") and stored.ndim == 3:
-        rgb = _to_uint8(stored, bits)  # pydicom converts YBR to RGB while decoding
+        rgb = _to_uint8(stored, int(ds.get("BitsStored", 8) or 8))  # pydicom converts YBR to RGB while decoding
         return Slice(rgb, "RGB", frames, frame, rgb)
     raise DicomError(
         f"has photometric interpretation {photometric}, which radpipe does not read; MONOCHROME1/2, RGB, YBR and "

@@ -151,6 +151,12 @@ def test_unsupported_and_damaged_pixel_data_say_what_to_do(tmp_path: Path) -> No
         to_model_input(pydicom_file("no_meta.dcm").read_bytes(), PRE)  # bytes are DICOM only with the preamble
 
 
+def test_a_slice_over_the_decoding_limit_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 128 - 1)
+    with pytest.raises(ImageError, match=r"is 128x128 pixels, more than radpipe decodes \(16383 pixels"):
+        to_model_input(pydicom_file("CT_small.dcm"), PRE)
+
+
 def test_dicom_files_are_found_by_extension_or_preamble(tmp_path: Path) -> None:
     bare = ct_from_png(NORMAL[0], tmp_path / "1.2.840.113619.2.55.3.2831")  # named by UID, no extension
     other = tmp_path / "notes"
@@ -249,3 +255,21 @@ def test_the_phi_search_finds_values_as_they_would_leak(tmp_path: Path) -> None:
     run, weights = tmp_path / "run.json", tmp_path / "weights.bin"
     expected = [f"{run}: {date}", f"{run}: {age}", f"{weights}: {date}", f"log: {MARKER}..."]
     assert sorted(found) == sorted(expected)
+
+
+def test_a_modality_lut_sequence_replaces_the_rescale(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = ct_from_png(NORMAL[0], tmp_path / "lut.dcm", intercept=-1350.0)  # stored = HU + 1350: 0..1499
+    ds = pydicom.dcmread(path)
+    del ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType
+    lut = Dataset()
+    lut.LUTDescriptor, lut.ModalityLUTType = [1500, 0, 16], "HU"
+    lut.add_new(0x00283006, "US", list(range(1500)))  # LUT Data, an identity table: output = stored value
+    ds.ModalityLUTSequence = Sequence([lut])
+    ds.save_as(path)
+    piece = dicom.read_slice(pydicom.dcmread(path))
+    assert (piece.pixels == pydicom.dcmread(path).pixel_array).all() and piece.slope == 1.0
+    shifted = Preprocessing(image_size=64, windows=(dicom.Window(-600 + 1350, 1500),))
+    assert (to_model_input(path, shifted) == to_model_input(NORMAL[0], PRE)).all()
