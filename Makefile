@@ -11,7 +11,7 @@ SHARED_WEIGHTS ?= ../shared/weights
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-deps lint format compile seed-weights clean
+.PHONY: help install demo dicom-demo test test-deps lint format compile seed-weights clean
 .PHONY: tools constraints image-locks images base-image test-containers kind-load cluster-up cluster-down submit deploy
 
 help: ## list the targets
@@ -40,6 +40,10 @@ seed-weights: ## copy ../shared/weights/*.h5 into the Keras cache, if that folde
 
 demo: install seed-weights ## run the whole pipeline locally on the bundled sample and print what it registered
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/radpipe run --config examples/demo.yaml
+
+dicom-demo: install seed-weights ## the demo on DICOM: write examples/dicom-demo-data/ from the sample, run the pipeline
+	$(BIN)/python examples/make_dicom_demo.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/radpipe run --config examples/dicom-demo.yaml
 
 # The serving page is tested in headless Chromium (Debian's package). Without root it is skipped, and so
 # are those tests (they say why).

@@ -26,11 +26,14 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from radpipe import dicom
 from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
 
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
+DEFAULT_GROUP_PATTERN = r"(?P<scan>.+?)(?:\s*\(\d+\)|\s*-\s*Copy)*"
+"""A scan id followed by any number of ``" (N)"`` and ``" - Copy"`` (what copying files in a file manager adds)."""
 # MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
 ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
 
@@ -153,13 +156,39 @@ class DataConfig(Section):
     """The class is the folder name up to the first occurrence of this string ('' = whole name)."""
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    """Fractions for splits that the data set does not have (seeded, stratified)."""
+    """Fractions for splits that the data set does not have (seeded, stratified, group-disjoint)."""
     seed: int = 42
+    group_pattern: str = DEFAULT_GROUP_PATTERN
+    """Regular expression matched against each file name without its extension (the whole name); its group
+    ``scan`` (or its first group) is the scan id. Files of one class with one scan id are one group, which
+    splits made by ingest never divide. The default turns ``000109 (2).png`` and ``6 - Copy (2) - Copy.png``
+    into ``000109`` and ``6``. '' = no grouping by name."""
+    near_duplicates: bool = True
+    """Find near-duplicates by perceptual hash: they join one group, and those of training images are removed
+    from given validation and test splits (and reported)."""
+    near_duplicate_bits: int = 4
+    """Two images are near-duplicates when their 64-bit perceptual hashes (pHash) differ in at most this many
+    bits. 4 was chosen by looking at the chest CT pairs around it (docs/benchmarks.md, "Near-duplicates")."""
 
     def validate(self, path: str) -> None:
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             _check(0.0 < value < 0.5, _join(path, key), f"must be between 0 and 0.5, got {value}")
+        if self.group_pattern:
+            try:
+                pattern = re.compile(self.group_pattern)
+            except re.error as exc:
+                _fail(_join(path, "group_pattern"), f"not a valid regular expression ({exc}); '' turns grouping off")
+            _check(
+                pattern.groups >= 1,
+                _join(path, "group_pattern"),
+                "needs a capturing group for the scan id, e.g. '(?P<scan>.+?)(?: \\(\\d+\\))*'",
+            )
+        _check(
+            0 <= self.near_duplicate_bits <= 16,
+            _join(path, "near_duplicate_bits"),
+            f"must be 0..16 bits of 64 (0 = identical hashes only), got {self.near_duplicate_bits}",
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,11 @@ class ModelConfig(Section):
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
+    window: str | list[str] = "lung"
+    """How DICOM input becomes pixels: a named window (``lung`` -600/1500, ``mediastinum`` 40/400, ``bone``
+    400/1800) or ``CENTRE/WIDTH`` in modality units (HU for CT), as grey; or a list of three, one per colour
+    channel. Recorded with the model (its preprocessing), so predict and serve window DICOM the same way.
+    PNG/JPEG input is not affected."""
 
     def pixel_scales(self) -> list[int]:
         """``scales`` in pixels, smallest first, without repeats."""
@@ -193,6 +227,10 @@ class ModelConfig(Section):
         _check(32 <= self.image_size <= 1024, _join(path, "image_size"), f"must be 32..1024, got {self.image_size}")
         _check(0.0 <= self.dropout < 1.0, _join(path, "dropout"), f"must be in [0, 1), got {self.dropout}")
         _check(self.dense_units >= 0, _join(path, "dense_units"), f"must be >= 0, got {self.dense_units}")
+        try:
+            dicom.parse_windows(self.window)
+        except ValueError as exc:
+            _fail(_join(path, "window"), str(exc))
         _check(bool(self.scales), _join(path, "scales"), "must list at least one fraction of image_size, e.g. [1.0]")
         for i, scale in enumerate(self.scales):
             _check(0.0 < scale <= 1.0, _join(path, f"scales[{i}]"), f"must be in (0, 1], got {scale}")

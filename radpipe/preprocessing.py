@@ -5,6 +5,9 @@ that describes it is saved with every model, so a served model can never drift f
 Backbone-specific normalisation (``[-1, 1]`` scaling, BGR mean subtraction, ...) is *inside* the Keras
 graph (see ``radpipe.components.prepare_base.backbones``): outside it, every model takes RGB float32
 pixels in ``[0, 255]``.
+
+DICOM files and bytes (``.dcm``, or any file with the ``DICM`` preamble) are read by :mod:`radpipe.dicom`
+with the windows of the record: the same frame, modality LUT and windows for every caller.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from radpipe import dicom
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -37,15 +42,25 @@ class Preprocessing:
     dtype: str = "float32"
     value_range: tuple[float, float] = (0.0, 255.0)
     version: int = 1
+    windows: tuple[dicom.Window, ...] = ()
+    """DICOM input: one window (grey) or three (the channels), applied to modality values (HU for CT).
+    Empty in records written before radpipe read DICOM: such a model refuses DICOM input."""
+    frame: str = dicom.FRAME_POLICY
+    """Which frame of a multi-frame DICOM file is the image: ``middle``."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["value_range"] = list(self.value_range)
+        data["windows"] = [w.to_dict() for w in self.windows]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        if int(data.get("version", 1)) != 1 or data.get("color_mode", "RGB") != "RGB":
+        if (
+            int(data.get("version", 1)) != 1
+            or data.get("color_mode", "RGB") != "RGB"
+            or data.get("frame", dicom.FRAME_POLICY) != dicom.FRAME_POLICY
+        ):
             raise ValueError(f"unsupported preprocessing record {data}; upgrade radpipe to load this model")
         return cls(
             image_size=int(data["image_size"]),
@@ -53,6 +68,8 @@ class Preprocessing:
             resize=data.get("resize", "bilinear"),
             dtype=data.get("dtype", "float32"),
             value_range=tuple(data.get("value_range", (0.0, 255.0))),  # type: ignore[arg-type]
+            windows=tuple(dicom.Window.from_dict(w) for w in data.get("windows", ())),
+            frame=data.get("frame", dicom.FRAME_POLICY),
         )
 
 
@@ -80,13 +97,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def is_dicom(source: ImageSource) -> bool:
+    """DICOM bytes (the ``DICM`` preamble) or a DICOM file (``.dcm``, or that preamble)."""
+    if isinstance(source, bytes):
+        return dicom.looks_like_dicom(source)
+    return dicom.is_dicom_file(Path(source))
+
+
+def decode(source: ImageSource | Image.Image, preprocessing: Preprocessing) -> Image.Image:
+    """Any image radpipe reads as a PIL image: DICOM windowed as ``preprocessing`` says, else :func:`open_image`."""
+    if isinstance(source, Image.Image):
+        return source
+    if is_dicom(source):
+        try:
+            return dicom.to_rgb_image(source, preprocessing.windows)
+        except dicom.DicomError as exc:
+            name = "the data" if isinstance(source, bytes) else str(source)
+            raise ImageError(f"{name} {exc}") from None
+    return open_image(source)
+
+
 def to_model_input(source: ImageSource | Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     """One image -> ``(size, size, 3)`` uint8 RGB, resized as the model was trained.
 
     uint8 keeps a whole data set small in memory; :func:`batch` casts to the model's float32.
     """
-    image = source if isinstance(source, Image.Image) else open_image(source)
-    image = to_rgb(image)
+    image = to_rgb(decode(source, preprocessing))
     size = (preprocessing.image_size, preprocessing.image_size)
     if image.size != size:
         image = image.resize(size, Image.Resampling.BILINEAR)
@@ -99,4 +135,7 @@ def batch(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
 
 
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """A raster image by its extension, or a DICOM file (``.dcm``, or the preamble whatever the name)."""
+    if path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or dicom.is_dicom_file(path)

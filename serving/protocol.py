@@ -5,7 +5,9 @@ request can be wrong raises :class:`RequestError` with a ``kind`` (a metrics lab
 message that says what was wrong and what to send instead.
 
 Images go through :meth:`radpipe.classifier.Classifier.preprocess`, the one preprocessing function the
-model was trained with; an FP32 tensor is taken as already preprocessed model input.
+model was trained with (DICOM files windowed as its record says); an FP32 tensor is taken as already
+preprocessed model input. No DICOM header value reaches an answer or the log: errors name only standard
+names (SOP class, transfer syntax).
 
 Image files are handled in two steps, so that memory and CPU are bounded by the limits before they are
 spent: :func:`decode_v2` / :func:`decode_v1` read every image's *header* (size, format; no pixel decoded)
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from radpipe import dicom
 from radpipe.classifier import Classifier, Prediction
 from radpipe.errors import RadpipeError
 from radpipe.preprocessing import ImageError
@@ -95,18 +98,24 @@ class Answer:
 def image_file(index: int, data: bytes, limits: Limits, where: str) -> ImageFile:
     """An image file, refused from its header alone (no pixel decoded) if it is not an image or too large."""
     if not data:
-        raise RequestError("empty_image", f"{where} is empty; send the bytes of a PNG or JPEG file")
-    try:
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            width, height = header.size
-    except Image.DecompressionBombError as exc:
-        raise RequestError("image_too_large", f"{where} is too large to decode safely ({exc})", 413) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestError(
-            "not_an_image",
-            f"{where} is not an image file radpipe can read ({len(data)} bytes starting {data[:8]!r}); "
-            "send a PNG, JPEG, TIFF, BMP or WebP file, base64-encoded in JSON",
-        ) from None
+        raise RequestError("empty_image", f"{where} is empty; send the bytes of a PNG, JPEG or DICOM file")
+    if dicom.looks_like_dicom(data):
+        try:
+            width, height = dicom.header_size(data)  # reads the header only
+        except dicom.DicomError as exc:
+            raise RequestError("not_an_image", f"{where} {exc}") from None
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+        except Image.DecompressionBombError as exc:
+            raise RequestError("image_too_large", f"{where} is too large to decode safely ({exc})", 413) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise RequestError(
+                "not_an_image",
+                f"{where} is not an image file radpipe can read ({len(data)} bytes starting {data[:8]!r}); "
+                "send a PNG, JPEG, TIFF, BMP, WebP or DICOM file, base64-encoded in JSON",
+            ) from None
     if width * height > limits.max_image_pixels:
         raise RequestError(
             "image_too_large",

@@ -79,6 +79,17 @@ def test_candidates_of_different_data_sets_are_not_averaged(members: list[Path],
         ensemble.build_spec(candidates, {})
 
 
+def test_candidates_that_window_dicom_differently_are_not_averaged(members: list[Path], tmp_path: Path) -> None:
+    bone = tmp_path / "bone"
+    prepare_base(ModelConfig(weights="none", image_size=32, window="bone"), CLASSES, bone, tmp_path)
+    same = read_candidates([str(d) for d in members])
+    assert ensemble.input_preprocessing(same).windows == same[0].spec.preprocessing.windows  # both lung
+    candidates = read_candidates([str(members[0]), str(bone)])
+    assert ensemble.input_preprocessing(candidates) is None
+    with pytest.raises(RadpipeError, match="window DICOM differently"):
+        ensemble.build_spec(candidates, {})
+
+
 def test_a_temperature_scales_every_member_of_an_ensemble(members: list[Path]) -> None:
     from radpipe.components.evaluate_and_register import temperature
 

@@ -153,3 +153,37 @@ def test_report_is_one_self_contained_page(scored, tmp_path: Path) -> None:  # t
     assert "<script>" not in page and "&lt;script&gt;" in page  # names are escaped
     assert re.search(r"<table>.*Macro-F1", page, re.S) and "Gate passed" in page
     assert "<h1>Model card:" in page  # the Markdown card, rendered
+
+
+def test_model_card_states_grouping_and_near_duplicates(scored) -> None:  # type: ignore[no-untyped-def]
+    manifest = {
+        "fingerprint": "f" * 64,
+        "counts": {"train": {c: 40 for c in CLASSES}, "test": {c: 40 for c in CLASSES}},
+        "report": {
+            "created_splits": ["val"],
+            "removed_near_duplicates": [{"removed": "valid/a/1.png"}] * 3,
+            "near_duplicates": {
+                "hash": "pHash (64 bits)",
+                "max_bits": 4,
+                "found": {"train-val": 4, "train-test": 0, "val-test": 0},
+                "left": {"train-val": 0, "train-test": 0, "val-test": 0},
+            },
+            "grouping": {
+                "by": ["file-name pattern", "near-duplicates"],
+                "groups": 295,
+                "largest": 34,
+                "across_splits": 14,
+            },
+        },
+    }
+    f = findings(scored)
+    f.data = DataSummary.from_manifest(manifest, "")
+    card = build_model_card(f)
+    assert "Splits made by radpipe (seeded, stratified, group-disjoint): val" in card
+    assert "grouped by file-name pattern and near-duplicates; 295 groups, the largest of 34 images" in card
+    assert "14 groups have images in more than one of them" in card
+    assert "pHash (64 bits) within 4 bits; pairs across the given splits before removal: train-val 4" in card
+    assert "3 near-duplicates of training images from validation/test" in card
+    # A data set ingested before grouping existed says so instead of staying silent.
+    f.data = DataSummary.from_manifest({"counts": manifest["counts"], "report": {}}, "")
+    assert "Grouping: not recorded" in build_model_card(f)

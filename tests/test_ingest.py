@@ -1,20 +1,25 @@
-"""Ingest: layouts, class names, splits, de-duplication, bad files and every bad-input error."""
+"""Ingest: layouts, class names, splits, de-duplication, near-duplicates and groups, bad files and every
+bad-input error."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
+from collections import defaultdict
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
+from PIL import Image
 
 from radpipe import storage
 from radpipe.components.ingest.ingest import ingest
 from radpipe.config import DataConfig
 from radpipe.dataset import read_manifest
-from radpipe.errors import DataError
+from radpipe.errors import ConfigError, DataError
 
 from conftest import CHEST_CT, make_tree, needs_shared, write_image
 
@@ -179,3 +184,162 @@ def test_real_chest_ct_leakage_is_removed(tmp_path: Path) -> None:
     hashes = [f["sha256"] for f in manifest["files"]]
     assert len(hashes) == len(set(hashes))
     assert json.dumps(manifest["counts"]["train"]) and sum(manifest["counts"]["train"].values()) > 500
+    # Near-duplicates beyond byte copies (docs/benchmarks.md, "Near-duplicates"): at 4 bits, 4 train-valid
+    # pairs, i.e. 3 valid slices of training scans, removed with their look-alikes named.
+    assert report["near_duplicates"]["found"] == {"train-val": 4, "train-test": 0, "val-test": 0}
+    removed = report["removed_near_duplicates"]
+    assert len(removed) == 3 and all(r["split"] == "val" and r["like"].startswith("train/") for r in removed)
+    assert report["near_duplicates"]["left"] == {"train-val": 0, "train-test": 0, "val-test": 0}
+
+
+# ------------------------------------------------------------------------ near-duplicates and groups
+
+
+def near_copy(source: Path, target: Path, shift: int = 6) -> Path:
+    """The same picture, not the same bytes: a small patch brightened, as a re-export or a pen mark would."""
+    pixels = np.asarray(Image.open(source).convert("RGB")).copy()
+    pixels[2:5, 2:5] = np.clip(pixels[2:5, 2:5].astype(int) + shift, 0, 255)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(target)
+    assert target.read_bytes() != source.read_bytes()
+    return target
+
+
+def write_scan(folder: Path, scan: str, slices: int, value: int, seed: int) -> None:
+    """Slices named as Kaggle names them: ``000101.png``, ``000101 (2).png``, ``000101 - Copy.png``, ..."""
+    names = [f"{scan}.png", f"{scan} - Copy.png"] + [f"{scan} ({i}).png" for i in range(2, slices)]
+    for i, name in enumerate(names[:slices]):
+        write_image(folder / name, value, seed=seed * 100 + i)
+
+
+def test_near_duplicates_of_training_images_are_removed_from_given_splits_and_listed(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "d", {"train/cats": 6, "train/dogs": 6, "valid/cats": 2, "valid/dogs": 2})
+    make_tree(root, {"test/cats": 2, "test/dogs": 2}, seed=100)
+    near_copy(root / "train/cats/img0.png", root / "valid/cats/lookalike.png")
+    near_copy(root / "train/dogs/img3.png", root / "test/dogs/lookalike.png", shift=-6)
+    manifest, _ = run(tmp_path / "on", root)
+    report = manifest["report"]
+    removed = {(r["removed"], r["split"], r["like"]) for r in report["removed_near_duplicates"]}
+    assert removed == {
+        ("valid/cats/lookalike.png", "val", "train/cats/img0.png"),
+        ("test/dogs/lookalike.png", "test", "train/dogs/img3.png"),
+    }
+    assert all(r["distance"] <= 4 for r in report["removed_near_duplicates"])
+    nd = report["near_duplicates"]
+    assert nd["max_bits"] == 4 and nd["hash"].startswith("pHash")
+    assert nd["found"] == {"train-val": 1, "train-test": 1, "val-test": 0}
+    assert nd["left"] == {"train-val": 0, "train-test": 0, "val-test": 0}
+    assert manifest["counts"]["val"] == {"cats": 2, "dogs": 2} and manifest["counts"]["test"]["dogs"] == 2
+    assert all(re.fullmatch(r"[0-9a-f]{16}", f["phash"]) and f["group"] for f in manifest["files"])
+    assert (
+        "near-duplicates of training images removed from evaluation splits: 2"
+        in ingest(DataConfig(uri=str(root)), tmp_path / "again", tmp_path / "w").summary()
+    )
+
+    # Off: nothing is hashed or removed, and the report says nothing was searched.
+    manifest, _ = run(tmp_path / "off", root, near_duplicates=False)
+    assert manifest["report"]["removed_near_duplicates"] == [] and manifest["report"]["near_duplicates"] == {}
+    assert manifest["counts"]["val"]["cats"] == 3 and {f["phash"] for f in manifest["files"]} == {""}
+    # At 0 bits only identical hashes count: the brightened patch moves the hash, the look-alikes stay.
+    manifest, _ = run(tmp_path / "zero", root, near_duplicate_bits=0)
+    assert len(manifest["report"]["removed_near_duplicates"]) < 2
+
+
+def groups_by_split(manifest: dict) -> dict[str, set[str]]:
+    splits: dict[str, set[str]] = {}
+    for entry in manifest["files"]:
+        splits.setdefault(entry["group"], set()).add(entry["split"])
+    return splits
+
+
+def test_made_splits_never_divide_a_scan_and_stay_stratified(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for i in range(12):
+        write_scan(root / "cats", f"0001{i:02d}", slices=1 + i % 4, value=60, seed=i)
+        write_scan(root / "dogs", f"0002{i:02d}", slices=1 + (i + 2) % 4, value=190, seed=50 + i)
+    # A scan exported twice under another name: a near-duplicate joins the two groups.
+    near_copy(root / "cats/000100.png", root / "cats/export-7.png")
+    manifest, _ = run(tmp_path / "a", root)
+    assert manifest["report"]["created_splits"] == ["val", "test"]
+    spans = groups_by_split(manifest)
+    assert all(len(splits) == 1 for splits in spans.values()), spans
+    by_source = {f["source"]: f for f in manifest["files"]}
+    assert by_source["cats/000103 (2).png"]["group"] == "name:cats/000103"
+    assert by_source["cats/export-7.png"]["group"] == by_source["cats/000100.png"]["group"] == "name:cats/000100"
+    for split in ("val", "test"):
+        assert all(n >= 1 for n in manifest["counts"][split].values()), manifest["counts"]
+    assert all(n >= 2 for n in manifest["counts"]["train"].values())
+    grouping = manifest["report"]["grouping"]
+    assert grouping["by"] == ["file-name pattern", "near-duplicates"] and grouping["across_splits"] == 0
+    assert grouping["groups"] == 24 and grouping["largest"] == 4
+    again, _ = run(tmp_path / "b", root)
+    assert again["fingerprint"] == manifest["fingerprint"]  # seeded: the same groups land in the same splits
+    other, _ = run(tmp_path / "c", root, seed=3)
+    assert other["fingerprint"] != manifest["fingerprint"]
+    # Without a pattern each file is its own group: slices of one scan then land in different splits.
+    loose, _ = run(tmp_path / "loose", root, group_pattern="", near_duplicates=False)
+    assert {f["group"][:5] for f in loose["files"]} == {"file:"}
+    names = defaultdict(set)
+    for f in loose["files"]:
+        names[f["source"].split(" ")[0].removesuffix(".png")].add(f["split"])
+    assert any(len(splits) > 1 for splits in names.values())
+
+
+def test_validation_is_carved_from_a_given_train_split_by_whole_scans(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for i in range(10):
+        write_scan(root / "train/cats", f"0003{i:02d}", slices=3, value=60, seed=i)
+        write_scan(root / "train/dogs", f"0004{i:02d}", slices=2, value=190, seed=30 + i)
+    make_tree(root, {"test/cats": 3, "test/dogs": 3}, seed=5000)
+    manifest, _ = run(tmp_path, root)
+    assert manifest["report"]["created_splits"] == ["val"]
+    assert manifest["counts"]["test"] == {"cats": 3, "dogs": 3}  # given: kept as it is
+    # Whole scans, as close to 15 % of each class as they come: 4 of 30 cats (scans of 3), 3 of 20 dogs (of 2).
+    assert manifest["counts"]["val"] == {"cats": 3, "dogs": 2}
+    spans = groups_by_split(manifest)
+    assert all(len(splits) == 1 for splits in spans.values())
+    val_groups = {f["group"] for f in manifest["files"] if f["split"] == "val"}
+    assert len(val_groups) == 2 and all(g.startswith("name:") for g in val_groups)
+
+
+def test_scans_across_given_splits_are_counted_not_moved(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "d", {"train/cats": 5, "train/dogs": 5})
+    for i, animal in enumerate(["cats", "cats", "dogs", "dogs"]):
+        write_image(root / "test" / animal / f"held-out-{i}.png", 60 if animal == "cats" else 190, seed=700 + i)
+    write_image(root / "train/cats/000500 (2).png", 60, seed=900)
+    write_image(root / "test/cats/000500 (5).png", 60, seed=901)
+    manifest, _ = run(tmp_path, root)
+    assert manifest["report"]["grouping"]["across_splits"] == 1
+    assert manifest["counts"]["test"]["cats"] == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("group_pattern", "(unclosed", "not a valid regular expression"),
+        ("group_pattern", r"\d+", "needs a capturing group"),
+        ("near_duplicate_bits", 40, "must be 0..16"),
+    ],
+)
+def test_grouping_config_errors_name_the_key(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key 'data.{key}': {message}"):
+        DataConfig.from_dict({key: value}, "data")
+
+
+def test_parent_run_records_grouping_and_near_duplicates(use_mlflow: str, tmp_path: Path) -> None:
+    import mlflow
+
+    from radpipe.components.ingest import stage
+
+    root = make_tree(tmp_path / "d", {"train/cats": 6, "train/dogs": 6, "valid/cats": 2, "valid/dogs": 2})
+    near_copy(root / "train/cats/img1.png", root / "valid/cats/lookalike.png")
+    outputs = stage.run({"uri": str(root)}, {"experiment": "ingest-test"}, str(tmp_path / "out"), "job-1")
+    run = mlflow.MlflowClient().get_run(outputs.parent_run_id)
+    metrics, params = run.data.metrics, run.data.params
+    assert metrics["data.removed_near_duplicates"] == 1 and metrics["data.near_duplicate_pairs.train-val"] == 1
+    assert metrics["data.near_duplicate_pairs.train-test"] == 0 and metrics["data.val.images"] == 4
+    # make_tree names files img0.png, img1.png, ... in every folder: valid's img0 and img1 share a scan id
+    # with train's, so 12 groups, 4 of them in both given splits.
+    assert metrics["data.groups"] == 12 and metrics["data.groups_across_splits"] == 4
+    assert params["data.near_duplicate_bits"] == "4" and params["data.near_duplicates"] == "True"
+    assert params["data.group_pattern"] == DataConfig().group_pattern

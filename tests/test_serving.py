@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -23,6 +24,8 @@ from radpipe.classifier import Classifier
 from radpipe.cli import main as radpipe_main
 
 from conftest import SAMPLE, SAMPLE_CLASSES, ServerProcess
+from dicom_samples import ct_from_png, report_object, unsupported_syntax
+from phi import fake_phi, find_phi
 
 TEST_IMAGES = sorted((SAMPLE / "test").rglob("*.png"))
 
@@ -569,3 +572,51 @@ def test_the_upload_page_is_served(model_server: ServerProcess) -> None:
     assert status == 200 and isinstance(page, str)
     assert '<input id="file" type="file"' in page and "/infer" in page and "explain: true" in page
     assert "http://" not in page and "https://" not in page  # nothing from the internet
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+
+
+def test_dicom_is_windowed_as_radpipe_predict_does_and_answers_like_its_png(
+    model_server: ServerProcess, served_model_dir: Path, tmp_path: Path
+) -> None:
+    """A CT slice as DICOM (written from a PNG by the inverse of the lung window) gets the PNG's answer."""
+    phi = fake_phi(1)
+    png = TEST_IMAGES[3]
+    slice_ = ct_from_png(png, tmp_path / "1.2.840.99", header=phi.header)  # no extension, as exports come
+    classifier = Classifier.load(str(served_model_dir))
+    (expected,) = classifier.predict([slice_])
+    (from_png,) = classifier.predict([png])
+    assert expected.scores == pytest.approx(from_png.scores, abs=1e-6)
+    status, answer = call(f"{model_server.url}/v2/models/chest-ct/infer", v2_request(b64(slice_), explain=True))
+    assert status == 200, answer
+    out = outputs(answer)
+    assert out["label"]["data"] == [expected.label] and len(out["gradcam"]["data"]) == 1
+    np.testing.assert_allclose(out["probabilities"]["data"], [expected.scores[c] for c in SAMPLE_CLASSES], atol=1e-5)
+    v1_request = {"instances": [{"image": {"b64": b64(slice_)}}]}
+    status, v1 = call(f"{model_server.url}/v1/models/chest-ct:predict", v1_request)
+    assert status == 200 and v1["predictions"][0]["label"] == expected.label
+    assert not find_phi([], [phi], texts=[("v2", json.dumps(answer)), ("v1", json.dumps(v1))])
+
+
+def test_dicom_that_cannot_be_classified_gets_a_4xx_that_names_no_header_value(
+    model_server: ServerProcess, tmp_path: Path
+) -> None:
+    phi = fake_phi(2)
+    report = report_object(tmp_path / "report.dcm", phi.header)
+    video = unsupported_syntax(TEST_IMAGES[0], tmp_path / "video.dcm", phi.header)
+    huge = ct_from_png(TEST_IMAGES[0], tmp_path / "huge.dcm", header=phi.header)
+    ds = pydicom.dcmread(huge)
+    ds.Rows, ds.Columns = 1100, 1000  # 1.1 MP: over this server's limit, refused from the header alone
+    ds.save_as(huge)
+    answers = []
+    for path, status, words in (
+        (report, 400, "is a DICOM Comprehensive SR Storage"),
+        (video, 400, "compressed as MPEG2"),
+        (huge, 413, "1000x1100 = 1.1 megapixels"),
+    ):
+        got, answer = call(f"{model_server.url}/v2/models/chest-ct/infer", v2_request(b64(path)))
+        assert got == status and words in answer["error"], answer
+        answers.append((path.name, json.dumps(answer)))
+    assert not find_phi([], [phi], texts=[*answers, ("server log", model_server.log_path.read_text(errors="replace"))])
+    assert model_server.proc.poll() is None

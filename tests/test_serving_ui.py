@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import SAMPLE, SAMPLE_CLASSES, ServerProcess, free_port, infer_image
+from dicom_samples import ct_from_png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -253,3 +254,29 @@ def test_with_a_token_the_page_asks_for_it_keeps_it_in_memory_and_classifies(
     # Nothing of the token outlives the page: no storage, no cookie.
     stored = browser.evaluate("localStorage.length + sessionStorage.length + document.cookie.length")
     assert stored == 0
+
+
+def test_dropping_a_dicom_file_shows_the_answer_of_the_api(
+    browser: Browser, model_server: ServerProcess, tmp_path: Path
+) -> None:
+    _open(browser, model_server)
+    dicom_file = ct_from_png(SAMPLE / "test" / "normal" / "10 - Copy (3).png", tmp_path / "1.2.840.7")  # no extension
+    browser.upload("#file", dicom_file)
+    assert (
+        browser.wait_for("['done', 'error'].includes(document.body.dataset.state) && document.body.dataset.state")
+        == "done"
+    ), browser.evaluate("document.getElementById('error').textContent")
+    browser.wait_for(
+        "document.getElementById('overlay').complete && document.getElementById('overlay').naturalWidth > 0"
+    )
+    shown = browser.evaluate(
+        """(() => ({
+            label: document.getElementById('label').textContent,
+            originalHidden: document.getElementById('original').hidden,
+            caption: document.getElementById('original-caption').textContent,
+        }))()"""
+    )
+    browser.screenshot(tmp_path / "serving-ui-dicom.png")
+    answer = infer_image(model_server.url, "chest-ct", dicom_file)
+    assert shown["label"] == answer["label"]["data"][0]
+    assert shown["originalHidden"] is True and "DICOM, windowed by the server" in shown["caption"]

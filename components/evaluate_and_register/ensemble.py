@@ -56,6 +56,15 @@ def build_model(models: list[Any], image_sizes: list[int]) -> Any:
     return keras.Model(inputs, probabilities, name="radpipe_ensemble")
 
 
+def input_preprocessing(members: list[Candidate]) -> Preprocessing | None:
+    """What the ensemble's one input takes: the largest member's size, and the members' DICOM windows; None
+    when members window DICOM differently (one input cannot be windowed two ways)."""
+    windows = {m.spec.preprocessing.windows for m in members}
+    if len(windows) != 1:
+        return None
+    return Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members), windows=windows.pop())
+
+
 def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> ModelSpec:
     """The ensemble's record: its input, its members' records, and (for the model card) the best member's
     training provenance under ``extra``."""
@@ -67,9 +76,15 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
                 f"{m.spec.class_names}); they were not trained on the same data set, so they cannot be averaged"
             )
     top = members[0].spec
+    preprocessing = input_preprocessing(members)
+    if preprocessing is None:
+        raise RadpipeError(
+            f"candidates {', '.join(m.name for m in members)} window DICOM differently (model.window); an "
+            "ensemble has one input, so they cannot be averaged"
+        )
     return ModelSpec(
         class_names=list(class_names),
-        preprocessing=Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members)),
+        preprocessing=preprocessing,
         backbone="+".join(dict.fromkeys(m.spec.backbone for m in members)),
         weights=top.weights if all(m.spec.weights == top.weights for m in members) else "mixed",
         backbone_layer="",
@@ -110,12 +125,19 @@ def consider(
     members = ranked(candidates, select_by)[:size]
     if len(members) < 2:
         return best, best_model
+    shared = input_preprocessing(members)
+    if shared is None:
+        log(
+            "evaluate: the best candidates window DICOM differently (model.window) and cannot share one input; "
+            f"no ensemble, registering '{best.name}'"
+        )
+        return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]
     model = build_model(models, [m.spec.preprocessing.image_size for m in members])
     name = ensemble_name(members)
     contenders = (
         (best.name, best.spec.preprocessing, best_model),
-        (name, Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members)), model),
+        (name, shared, model),
     )
     scored: dict[str, dict[str, float]] = {}
     for label, preprocessing, scorer in contenders:

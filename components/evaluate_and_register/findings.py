@@ -37,6 +37,14 @@ class DataSummary:
     removed_duplicates: int = 0
     removed_conflicting: int = 0
     unreadable: int = 0
+    removed_near_duplicates: int = 0
+    near_duplicates: dict[str, Any] = field(default_factory=dict)
+    """The ingest report's ``near_duplicates``: hash, threshold, pairs found across the given splits."""
+    grouping: dict[str, Any] = field(default_factory=dict)
+    """The ingest report's ``grouping``: what grouped images, how many groups, how many span splits."""
+    removed_same_patient: int = 0
+    dicom: dict[str, Any] = field(default_factory=dict)
+    """The ingest report's ``dicom``: counts of DICOM files by modality, scanner model and group key."""
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], fingerprint: str) -> DataSummary:
@@ -50,6 +58,11 @@ class DataSummary:
             + len(report.get("removed_within_split_duplicates", [])),
             removed_conflicting=len(report.get("removed_conflicting_labels", [])),
             unreadable=len(report.get("unreadable", [])),
+            removed_near_duplicates=len(report.get("removed_near_duplicates", [])),
+            near_duplicates=dict(report.get("near_duplicates") or {}),
+            grouping=dict(report.get("grouping") or {}),
+            removed_same_patient=len(report.get("removed_same_patient", [])),
+            dicom=dict(report.get("dicom") or {}),
         )
 
 
@@ -148,6 +161,9 @@ class Findings:
             "No subgroup analysis (age, sex, scanner, site): the data set carries no such labels.",
             "Grad-CAM heatmaps show which regions drove a prediction, coarsely; they are not segmentations and "
             "not an explanation a clinician can rely on.",
+            "Burned-in annotations (patient details written into the pixels, as in screenshots and some secondary "
+            "captures) are out of scope: radpipe keeps no DICOM header value but an allow-list of technical tags, "
+            "and it does not look for text in the pixels. Do not train on or send images that carry them.",
         ]
         return notes
 

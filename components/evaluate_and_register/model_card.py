@@ -11,6 +11,7 @@ from typing import Any
 
 from radpipe.components.evaluate_and_register.findings import (
     NOT_FOR_CLINICAL_USE,
+    DataSummary,
     Findings,
     fmt,
     fmt_interval,
@@ -77,12 +78,23 @@ def _model(f: Findings) -> str:
                 "Input",
                 f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
             ),
+            ("DICOM input", _dicom_input(pre)),
             ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
             ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
             ("Classes", ", ".join(spec.class_names)),
             *([("Ensemble", _members(spec))] if spec.is_ensemble else []),
             *([("Calibration", _temperature(extra["temperature"]))] if extra.get("temperature") else []),
         ]
+    )
+
+
+def _dicom_input(pre: Any) -> str:
+    if not pre.windows:
+        return "not read (the record predates DICOM support)"
+    how = "as grey" if len(pre.windows) == 1 else "as the red, green and blue channels"
+    return (
+        f"{pre.frame} frame, modality LUT (Hounsfield units for CT), then window {', '.join(map(str, pre.windows))} "
+        f"{how}"
     )
 
 
@@ -139,13 +151,61 @@ def _data(f: Findings) -> str:
         f"- Source: `{d.source or 'unknown'}`",
     ]
     if d.created_splits:
-        lines.append(f"- Splits made by radpipe (seeded, stratified): {', '.join(d.created_splits)}")
-    if d.removed_duplicates or d.removed_conflicting or d.unreadable:
+        lines.append(f"- Splits made by radpipe (seeded, stratified, group-disjoint): {', '.join(d.created_splits)}")
+    lines += _grouping(d)
+    if d.removed_duplicates or d.removed_conflicting or d.unreadable or d.removed_near_duplicates:
         lines.append(
-            f"- Removed at ingest: {d.removed_duplicates} exact duplicates, {d.removed_conflicting} images filed "
+            f"- Removed at ingest: {d.removed_duplicates} exact duplicates, {d.removed_near_duplicates} "
+            f"near-duplicates of training images from validation/test, {d.removed_conflicting} images filed "
             f"under more than one class, {d.unreadable} unreadable files"
         )
+    if d.dicom:
+        lines.append(_dicom_data(d))
     return "\n".join(lines) + "\n\n" + md_table(["class", *splits], rows)
+
+
+def _dicom_data(d: DataSummary) -> str:
+    """The DICOM files: how many, what kind, how grouped, and what of their headers was kept."""
+    dc = d.dicom
+    counts = lambda items: ", ".join(f"{k} {v}" for k, v in items.items()) or "none recorded"  # noqa: E731
+    return (
+        f"- DICOM: {dc['files']} files (modality {counts(dc.get('modalities', {}))}; scanner models "
+        f"{counts(dc.get('manufacturer_models', {}))}), grouped by {counts(dc.get('grouped_by', {}))}; "
+        f"{d.removed_same_patient} validation/test images of patients who also have training images removed. "
+        "Of each header only technical tags were kept (modality, pixel spacing, slice thickness, scanner model, "
+        "kVp, window values); patient and study enter only as salted hashes (see Known limits for burned-in "
+        "annotations)"
+    )
+
+
+def _grouping(d: DataSummary) -> list[str]:
+    """How honest the validation and test splits are: what was grouped, and the near-duplicates found."""
+    if not d.grouping:
+        return [
+            "- Grouping: not recorded (the data set was ingested before radpipe grouped images by scan): "
+            "validation and test may hold slices of training scans"
+        ]
+    g = d.grouping
+    by = " and ".join(g.get("by") or []) or "nothing (each image its own group)"
+    lines = [
+        f"- Grouping: images grouped by {by}; {g.get('groups', '?')} groups, the largest of {g.get('largest', '?')} "
+        "images. Splits made by radpipe never divide a group; given splits are kept"
+        + (f", and {g['across_splits']} groups have images in more than one of them" if g.get("across_splits") else "")
+    ]
+    nd = d.near_duplicates
+    if nd:
+        found = ", ".join(f"{pair} {n}" for pair, n in nd.get("found", {}).items())
+        lines.append(
+            f"- Near-duplicates: {nd.get('hash', '?')} within {nd.get('max_bits', '?')} bits; pairs across the "
+            f"given splits before removal: {found or 'none'}; {d.removed_near_duplicates} validation/test images "
+            "with a training look-alike removed"
+        )
+    else:
+        lines.append(
+            "- Near-duplicates: not searched (data.near_duplicates: false): validation and test may hold "
+            "look-alikes of training images"
+        )
+    return lines
 
 
 def _evaluation(f: Findings) -> str:

@@ -5,6 +5,9 @@ Input layouts (local folder, ``s3://`` prefix, or a .zip/.tar.gz at any of those
     <root>/<class folder>/**/<image>                       # no splits: all three are made
     <root>/{train,valid|val,test}/<class folder>/**/<image> # any subset; missing splits are made
 
+Images are PNG/JPEG/... files and DICOM files (``.dcm``, or any file with the ``DICM`` preamble); a DICOM
+file goes into the data set only as a de-identified copy (``dicom_files.py``).
+
 The class of a folder is ``class_map[folder]`` if given, else the folder name up to the first
 ``class_separator`` (the Kaggle chest CT layout names ``adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib``
 in train and ``adenocarcinoma`` in test).
@@ -14,16 +17,19 @@ Output (a KFP ``Dataset``)::
     train/<class>/<file>  val/<class>/<file>  test/<class>/<file>  manifest.json
 
 Leakage matters more than size: an exact copy (same sha256) of a training image is removed from the
-evaluation splits, an image filed under two classes is dropped everywhere, and both are reported.
+evaluation splits, an image filed under two classes is dropped everywhere, and both are reported. So is a
+near-duplicate (perceptual hash, ``near_duplicates.py``) of a training image in a given validation or test
+split, listed with its training look-alike. Splits that ingest makes are group-disjoint (``grouping.py``):
+slices of one scan, and near-duplicates, never straddle two of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import shutil
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,10 +38,12 @@ from typing import Any
 
 import yaml
 
-from radpipe import dataset, storage
+from radpipe import dataset, dicom, storage
+from radpipe.components.ingest import dicom_files, grouping
+from radpipe.components.ingest.near_duplicates import HASH_BITS, HASH_NAME, Pair, close_pairs, perceptual_hash
 from radpipe.config import DataConfig
 from radpipe.errors import DataError
-from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_image_file, open_image
+from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_dicom, is_image_file, open_image, to_rgb
 from radpipe.progress import Progress, log
 
 SPLITS = dataset.SPLITS
@@ -64,6 +72,15 @@ class SourceImage:
     height: int = 0
     mode: str = ""
     format: str = ""
+    phash: str = ""
+    group_key: str | None = None
+    """What ties this image to others: the scan id from its file name (``name:<class>/<scan>``); None = none."""
+    group: str = ""
+    """Its group after joining equal keys and near-duplicates (the smallest key in the group)."""
+    stored: Path | None = None
+    """A DICOM file's de-identified copy: what the data set holds instead of the file itself."""
+    dicom: dict[str, Any] | None = None
+    """A DICOM file's allow-listed technical tags (:func:`radpipe.dicom.describe`)."""
 
 
 @dataclass
@@ -77,6 +94,19 @@ class IngestReport:
     removed_cross_split_duplicates: list[dict[str, str]] = field(default_factory=list)
     removed_within_split_duplicates: list[dict[str, str]] = field(default_factory=list)
     removed_conflicting_labels: list[dict[str, Any]] = field(default_factory=list)
+    removed_near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    """Given val/test images within the threshold of a training image: ``removed``, ``split``, ``like`` (the
+    training image), ``distance`` (bits)."""
+    near_duplicates: dict[str, Any] = field(default_factory=dict)
+    """The hash, the threshold, and near-duplicate pairs by pair of splits: ``found`` among the given splits
+    (before removal) and ``left`` in the data set written."""
+    grouping: dict[str, Any] = field(default_factory=dict)
+    """How images were grouped, how many groups, the largest, and groups found in more than one split."""
+    removed_same_patient: list[dict[str, str]] = field(default_factory=list)
+    """Given val/test DICOM images of a patient (or study) who also has training images: ``removed``,
+    ``split``, ``group`` (the salted hash)."""
+    dicom: dict[str, Any] = field(default_factory=dict)
+    """DICOM files kept: counts by modality, scanner model and group key (allow-listed values only)."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     skipped_non_images: list[str] = field(default_factory=list)
 
@@ -88,9 +118,25 @@ class IngestReport:
                 f"{split:>5}: {sum(per_class.values()):5d}  " + "  ".join(f"{c}={n}" for c, n in per_class.items())
             )
         if self.created_splits:
-            lines.append(f"made splits (seeded, stratified): {', '.join(self.created_splits)}")
+            lines.append(f"made splits (seeded, stratified, group-disjoint): {', '.join(self.created_splits)}")
+        if self.grouping:
+            g = self.grouping
+            lines.append(
+                f"groups: {g['groups']} (largest {g['largest']} images; by {', '.join(g['by']) or 'file'}); "
+                f"groups in more than one split: {g['across_splits']}"
+            )
+        if self.near_duplicates:
+            nd = self.near_duplicates
+            lines.append(
+                f"near-duplicates ({nd['hash']} within {nd['max_bits']} bits): found across given splits "
+                + (", ".join(f"{k} {v}" for k, v in nd["found"].items()) or "none")
+                + "; left in the data set "
+                + (", ".join(f"{k} {v}" for k, v in nd["left"].items() if v) or "none")
+            )
         for label, items in (
             ("exact copies removed from evaluation splits (leakage)", self.removed_cross_split_duplicates),
+            ("near-duplicates of training images removed from evaluation splits", self.removed_near_duplicates),
+            ("images of patients with training images removed from evaluation splits", self.removed_same_patient),
             ("exact copies removed within a split", self.removed_within_split_duplicates),
             ("images filed under more than one class, dropped", self.removed_conflicting_labels),
             ("unreadable images skipped", self.unreadable),
@@ -98,6 +144,14 @@ class IngestReport:
         ):
             if items:
                 lines.append(f"{label}: {len(items)}")
+        if self.dicom:
+            lines.append(
+                f"DICOM files: {self.dicom['files']} ("
+                + ", ".join(f"{k} {v}" for k, v in self.dicom["modalities"].items())
+                + "; grouped by "
+                + ", ".join(f"{k} {v}" for k, v in self.dicom["grouped_by"].items())
+                + ")"
+            )
         lines.append(f"fingerprint: {self.fingerprint}")
         return "\n".join(lines)
 
@@ -190,11 +244,22 @@ def discover(root: Path, class_map: dict[str, str], separator: str, report: Inge
     return images
 
 
-def inspect_images(images: list[SourceImage], report: IngestReport) -> list[SourceImage]:
-    """Hash and decode every image (with progress); unreadable ones are reported and skipped."""
+def inspect_images(
+    images: list[SourceImage], config: DataConfig, report: IngestReport, workdir: Path | None = None
+) -> list[SourceImage]:
+    """Hash and decode every image (with progress); unreadable ones are reported and skipped. DICOM files
+    are de-identified into ``workdir`` (see ``dicom_files.py``)."""
+    pattern = re.compile(config.group_pattern) if config.group_pattern else None
+    salt = dicom.group_salt()
     readable = []
     with Progress("ingest: reading images", len(images), " files") as bar:
         for image in images:
+            if is_dicom(image.path):
+                if _inspect_dicom(image, config, report, Path(workdir or ".") / "deidentified", salt):
+                    image.group_key = image.group_key or grouping.name_key(_stem(image), image.label, pattern)
+                    readable.append(image)
+                bar.update()
+                continue
             data = image.path.read_bytes()
             image.sha256 = hashlib.sha256(data).hexdigest()
             try:
@@ -204,9 +269,35 @@ def inspect_images(images: list[SourceImage], report: IngestReport) -> list[Sour
             else:
                 image.width, image.height = decoded.size
                 image.mode, image.format = decoded.mode, decoded.format or ""
+                if config.near_duplicates:
+                    image.phash = perceptual_hash(to_rgb(decoded))
+                image.group_key = grouping.name_key(image.path.stem, image.label, pattern)
                 readable.append(image)
             bar.update()
     return readable
+
+
+def _stem(image: SourceImage) -> str:
+    """The file name without its extension; DICOM files are often named by UID (``1.2.840....``), no extension."""
+    if image.format == dicom_files.FORMAT and image.path.suffix.lower() not in dicom.DICOM_EXTENSIONS:
+        return image.path.name
+    return image.path.stem
+
+
+def _inspect_dicom(image: SourceImage, config: DataConfig, report: IngestReport, store: Path, salt: bytes) -> bool:
+    """Read one DICOM file into ``image``; report why not (not an image, undecodable) and return False."""
+    try:
+        found = dicom_files.read(image.path, store, salt, config.near_duplicates)
+    except dicom.NotAnImageError as exc:
+        report.skipped_non_images.append(f"{image.relpath} ({exc})")
+        return False
+    except dicom.DicomError as exc:
+        report.unreadable.append({"path": image.relpath, "error": f"DICOM file {exc}"})
+        return False
+    image.stored, image.sha256, image.dicom = found.stored, found.sha256, found.tags
+    image.width, image.height, image.mode, image.format = found.width, found.height, found.mode, dicom_files.FORMAT
+    image.phash, image.group_key = found.phash, found.group_key
+    return True
 
 
 # ------------------------------------------------------------------------------------ de-duplication
@@ -240,19 +331,125 @@ def deduplicate(images: list[SourceImage], report: IngestReport) -> list[SourceI
     return sorted(kept, key=lambda c: c.relpath)
 
 
+# ------------------------------------------------------------------------- near-duplicates and groups
+
+
+def _split_pair(a: str | None, b: str | None) -> str:
+    first, second = sorted((a or "train", b or "train"), key=SPLITS.index)
+    return f"{first}-{second}"
+
+
+def _cross_split_pairs(images: list[SourceImage], pairs: list[Pair]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for pair in pairs:
+        a, b = images[pair.first].split, images[pair.second].split
+        if a != b:
+            counts[_split_pair(a, b)] += 1
+    return {key: counts[key] for key in ("train-val", "train-test", "val-test")}
+
+
+def find_near_duplicates(images: list[SourceImage], config: DataConfig) -> list[Pair]:
+    """Every pair of images whose perceptual hashes are within ``data.near_duplicate_bits``."""
+    if not config.near_duplicates:
+        return []
+    started = time.monotonic()
+    pairs = list(close_pairs([i.phash for i in images], config.near_duplicate_bits))
+    log(
+        f"ingest: {len(pairs)} near-duplicate pairs among {len(images)} images "
+        f"({HASH_NAME} within {config.near_duplicate_bits} bits, {time.monotonic() - started:.1f} s)"
+    )
+    return pairs
+
+
+def remove_near_duplicates(
+    images: list[SourceImage], pairs: list[Pair], config: DataConfig, report: IngestReport
+) -> tuple[list[SourceImage], list[Pair]]:
+    """Drop given val/test images that have a training look-alike; report each with its closest one."""
+    if not config.near_duplicates:
+        return images, pairs
+    found = _cross_split_pairs(images, pairs)
+    closest: dict[int, tuple[int, int]] = {}  # evaluation image -> (distance, training image)
+    for pair in pairs:
+        for this, other in ((pair.first, pair.second), (pair.second, pair.first)):
+            if images[this].split in ("val", "test") and images[other].split == "train":
+                best = closest.get(this)
+                candidate = (pair.distance, other)
+                if best is None or (candidate[0], images[other].relpath) < (best[0], images[best[1]].relpath):
+                    closest[this] = candidate
+    for index in sorted(closest, key=lambda i: images[i].relpath):
+        distance, like = closest[index]
+        report.removed_near_duplicates.append(
+            {
+                "removed": images[index].relpath,
+                "split": images[index].split,
+                "like": images[like].relpath,
+                "distance": distance,
+            }
+        )
+    kept_index = {old: new for new, old in enumerate(i for i in range(len(images)) if i not in closest)}
+    kept = [image for i, image in enumerate(images) if i not in closest]
+    kept_pairs = [
+        Pair(kept_index[pair.first], kept_index[pair.second], pair.distance)
+        for pair in pairs
+        if pair.first in kept_index and pair.second in kept_index
+    ]
+    report.near_duplicates = {
+        "hash": f"{HASH_NAME} ({HASH_BITS} bits)",
+        "max_bits": config.near_duplicate_bits,
+        "found": found,
+        "left": {},
+    }
+    return kept, kept_pairs
+
+
+def remove_same_patient(images: list[SourceImage], report: IngestReport) -> list[SourceImage]:
+    """Drop given val/test images whose DICOM patient (or study) also has training images: a patient id is
+    an identity, not a guess like a file name, so no patient straddles train and evaluation."""
+    in_train = {i.group_key for i in images if i.split == "train" and _is_identity(i.group_key)}
+    kept = []
+    for image in images:
+        if image.split in ("val", "test") and _is_identity(image.group_key) and image.group_key in in_train:
+            report.removed_same_patient.append(
+                {"removed": image.relpath, "split": str(image.split), "group": str(image.group_key)}
+            )
+        else:
+            kept.append(image)
+    return kept
+
+
+def _is_identity(key: str | None) -> bool:
+    return bool(key) and str(key).startswith(("patient:", "study:"))
+
+
+def group_images(images: list[SourceImage], pairs: list[Pair], config: DataConfig, report: IngestReport) -> None:
+    """Give every image its group: equal group keys and near-duplicates are joined."""
+    keys = [i.group_key or f"file:{i.sha256[:16]}" for i in images]
+    for image, group in zip(images, grouping.connected_groups(keys, ((p.first, p.second) for p in pairs)), strict=True):
+        image.group = group
+    sizes = Counter(i.group for i in images)
+    by = []
+    if any(i.group_key and i.group_key.startswith("patient:") for i in images):
+        by.append("DICOM patient")
+    if any(i.group_key and i.group_key.startswith("study:") for i in images):
+        by.append("DICOM study")
+    if any(i.group_key and i.group_key.startswith("name:") for i in images):
+        by.append("file-name pattern")
+    if pairs:
+        by.append("near-duplicates")
+    report.grouping = {
+        "by": by,
+        "pattern": config.group_pattern,
+        "groups": len(sizes),
+        "largest": max(sizes.values(), default=0),
+        "across_splits": 0,
+    }
+
+
 # ------------------------------------------------------------------------------------------ splitting
 
 
-def _take(items: list[SourceImage], fraction: float) -> int:
-    """How many of a class go to a made split: at least one while two stay behind for training."""
-    n = round(len(items) * fraction)
-    if n == 0 and len(items) >= 3:
-        n = 1
-    return min(n, max(0, len(items) - 2)) if len(items) > 2 else 0
-
-
 def assign_splits(images: list[SourceImage], config: DataConfig, report: IngestReport) -> None:
-    """Make the missing splits from train (or from everything), per class, with a seeded shuffle."""
+    """Make the missing splits from train (or from everything), taking whole groups, stratified by class."""
     present = {i.split for i in images}
     if None in present:
         for image in images:
@@ -262,22 +459,24 @@ def assign_splits(images: list[SourceImage], config: DataConfig, report: IngestR
         missing = [s for s in ("val", "test") if s not in present]
     if not missing:
         return
-    rng = random.Random(config.seed)
     fractions = {"val": config.val_fraction, "test": config.test_fraction}
-    by_class: dict[str, list[SourceImage]] = defaultdict(list)
-    for image in images:
-        if image.split == "train":
-            by_class[image.label].append(image)
-    for label in sorted(by_class):
-        pool = sorted(by_class[label], key=lambda i: i.sha256)
-        rng.shuffle(pool)
-        total = len(pool)
-        start = 0
-        for split in missing:
-            n = _take(pool[start:], fractions[split] * total / max(1, total - start))
-            for image in pool[start : start + n]:
+    pool = [i for i in images if i.split == "train"]
+    totals = Counter(i.label for i in pool)
+    members: dict[str, list[SourceImage]] = defaultdict(list)
+    for image in pool:
+        members[image.group or image.sha256].append(image)
+    groups = {g: Counter(i.label for i in items) for g, items in members.items()}
+    sort_keys = {g: min(i.sha256 for i in items) for g, items in members.items()}
+    order = grouping.order_groups(groups, sort_keys, config.seed)
+    for split in missing:
+        available = Counter(i.label for i in pool)
+        targets = {c: grouping.target_count(available[c], fractions[split] * totals[c]) for c in available}
+        chosen = grouping.choose_groups([g for g in order if g in groups], groups, targets, available)
+        for group in chosen:
+            for image in members[group]:
                 image.split = split
-            start += n
+            del groups[group]
+        pool = [i for i in pool if i.split == "train"]
     report.created_splits = missing
 
 
@@ -309,8 +508,9 @@ def check_classes(images: list[SourceImage], source: str) -> list[str]:
 
 
 def _safe_name(image: SourceImage) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image.path.stem).strip("._") or "image"
-    return f"{stem[:80]}-{image.sha256[:10]}{image.path.suffix.lower()}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", _stem(image)).strip("._") or "image"
+    suffix = ".dcm" if image.format == dicom_files.FORMAT else image.path.suffix.lower()
+    return f"{stem[:80]}-{image.sha256[:10]}{suffix}"
 
 
 def fingerprint(images: Iterable[SourceImage], class_names: list[str]) -> str:
@@ -331,7 +531,7 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
                 rel = f"{image.split}/{image.label}/{_safe_name(image)}"
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image.path, target)
+                shutil.copyfile(image.stored or image.path, target)  # a DICOM file: its de-identified copy
                 files.append(
                     {
                         "path": rel,
@@ -342,7 +542,10 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
                         "height": image.height,
                         "mode": image.mode,
                         "format": image.format,
+                        "group": image.group,
+                        "phash": image.phash,
                         "source": image.relpath,
+                        **({"dicom": image.dicom} if image.dicom else {}),
                     }
                 )
                 bar.update()
@@ -356,6 +559,13 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
             "report": {k: v for k, v in report.__dict__.items() if k not in ("fingerprint", "class_names", "counts")},
         }
         storage.atomic_write_json(staging / MANIFEST, manifest)
+
+
+def _splits_of_groups(images: list[SourceImage]) -> dict[str, set[str | None]]:
+    splits: dict[str, set[str | None]] = defaultdict(set)
+    for image in images:
+        splits[image.group].add(image.split)
+    return splits
 
 
 def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> IngestReport:
@@ -374,9 +584,24 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
     class_map = load_class_map(config.class_map)
     images = discover(root, class_map, config.class_separator, report)
     log(f"ingest: found {len(images)} image files under {config.uri}")
-    images = inspect_images(images, report)
+    images = inspect_images(images, config, report, workdir)
     images = deduplicate(images, report)
+    images = remove_same_patient(images, report)
+    pairs = find_near_duplicates(images, config)
+    images, pairs = remove_near_duplicates(images, pairs, config, report)
+    group_images(images, pairs, config, report)
     assign_splits(images, config, report)
+    report.grouping["across_splits"] = sum(1 for splits in _splits_of_groups(images).values() if len(splits) > 1)
+    if report.grouping["across_splits"]:
+        log(
+            f"ingest: WARNING: {report.grouping['across_splits']} groups (scans) have images in more than one of "
+            "the given splits; splits made by ingest never divide a group, given ones are kept as they are"
+        )
+    if config.near_duplicates:
+        report.near_duplicates["left"] = _cross_split_pairs(images, pairs)
+    report.dicom = dicom_files.summarize((i.label, i.format, i.dicom, i.group_key) for i in images)
+    if warning := dicom_files.format_confound(report.dicom):
+        log(f"ingest: WARNING: {warning}")
     report.class_names = check_classes(images, config.uri)
     report.counts = {
         split: {label: sum(1 for i in images if i.split == split and i.label == label) for label in report.class_names}

@@ -54,6 +54,14 @@ def log_parent_run(
     client.log_metric(run_id, "data.removed_cross_split_duplicates", len(report.removed_cross_split_duplicates))
     client.log_metric(run_id, "data.removed_conflicting_labels", len(report.removed_conflicting_labels))
     client.log_metric(run_id, "data.unreadable", len(report.unreadable))
+    client.log_metric(run_id, "data.removed_near_duplicates", len(report.removed_near_duplicates))
+    for pair, n in report.near_duplicates.get("found", {}).items():
+        client.log_metric(run_id, f"data.near_duplicate_pairs.{pair}", n)
+    client.log_metric(run_id, "data.removed_same_patient", len(report.removed_same_patient))
+    client.log_metric(run_id, "data.dicom_files", report.dicom.get("files", 0))
+    if report.grouping:
+        client.log_metric(run_id, "data.groups", report.grouping["groups"])
+        client.log_metric(run_id, "data.groups_across_splits", report.grouping["across_splits"])
     client.log_artifact(run_id, str(dataset_dir / MANIFEST), "dataset")
     with mlflow.start_run(run_id=run_id):
         source = resolve_dataset_source(str(Path(data.uri).resolve()) if "://" not in data.uri else data.uri)

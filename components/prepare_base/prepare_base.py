@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from radpipe import storage
+from radpipe import dicom, storage
 from radpipe.components.prepare_base.backbones import (
     BACKBONES,
     Backbone,
@@ -100,7 +100,7 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
     model = build_classifier(config, len(class_names), weights_path)
     spec = ModelSpec(
         class_names=list(class_names),
-        preprocessing=Preprocessing(image_size=config.image_size),
+        preprocessing=Preprocessing(image_size=config.image_size, windows=dicom.parse_windows(config.window)),
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,
