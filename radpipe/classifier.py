@@ -47,6 +47,8 @@ def _load_mlflow_dir(directory: Path) -> tuple[Any, ModelSpec]:
             "register models with radpipe's evaluate-and-register stage"
         )
     spec = ModelSpec.from_dict(metadata["radpipe"])
+    import radpipe.layers  # noqa: F401 - registers radpipe's layers before loading
+
     return mlflow.keras.load_model(str(directory)), spec
 
 

@@ -204,6 +204,9 @@ class ModelConfig(Section):
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
     """Fractions of ``image_size`` at which the backbone sees each image (224, 336 and 448 px by default);
     the pooled features of every scale are concatenated for the head. ``[1.0]``: one scale."""
+    mirror: bool = True
+    """Average each scale's pooled features over the image and its left-right mirror image (one more
+    backbone pass per scale), so the head does not depend on the side a finding is on."""
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""

@@ -43,8 +43,11 @@ class GradCam:
         # A multi-scale model: the backbone sees each scale through that scale's resize layer.
         size = int(model.input_shape[1])
         self._views = [
-            (None if scale == size else model.get_layer(f"resize_{scale}")) for scale in (spec.scales or [size])
+            (None if scale == size else model.get_layer(f"resize_{scale}"), mirrored)
+            for scale in (spec.scales or [size])
+            for mirrored in ((False, True) if spec.mirror else (False,))
         ]
+        self._mirror = spec.mirror
 
     def heatmaps(self, images: np.ndarray, class_index: int | np.ndarray | None = None) -> np.ndarray:
         """``images`` float32 (n, H, W, 3) in [0, 255] -> heatmaps (n, H, W) in [0, 1].
@@ -59,10 +62,13 @@ class GradCam:
         with tf.GradientTape() as tape:
             normalized = self._normalize(x)
             convs, pooled = [], []
-            for resize in self._views:
-                conv, features = self._features(normalized if resize is None else resize(normalized), training=False)
+            for resize, mirrored in self._views:
+                view = normalized if resize is None else resize(normalized)
+                conv, features = self._features(tf.reverse(view, axis=[2]) if mirrored else view, training=False)
                 convs.append(conv)
                 pooled.append(features)
+            if self._mirror:  # each scale's features: the average over the image and its mirror image
+                pooled = [(pooled[i] + pooled[i + 1]) / 2 for i in range(0, len(pooled), 2)]
             out = pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
             for layer in self._head:
                 out = layer(out, training=False)
@@ -75,9 +81,11 @@ class GradCam:
         total = tf.zeros(tf.shape(x)[:3])
         # Each scale's map where that scale's features moved the score, brought to the image's size and
         # averaged: one heatmap for what the model as a whole looked at.
-        for conv, grads in zip(convs, tape.gradient(score, convs), strict=True):
+        for (_, mirrored), conv, grads in zip(self._views, convs, tape.gradient(score, convs), strict=True):
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
+            if mirrored:  # back to the image's own orientation
+                cam = tf.reverse(cam, axis=[2])
             cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-8)
             total += tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
         total = total / (tf.reduce_max(total, axis=(1, 2), keepdims=True) + 1e-8)

@@ -36,7 +36,10 @@ class ModelSpec:
     """Last convolutional activation inside the backbone (Grad-CAM's target)."""
     scales: list[int] = field(default_factory=list)
     """Pixel sizes at which the backbone sees the image (``resize_<size>`` layers in front of it, pooled
-    features concatenated as the layer ``features``); empty: one scale, the input size."""
+    features concatenated as the layer ``features``); empty: one scale, the input size, and no ``features``
+    layer (models from before scales existed)."""
+    mirror: bool = False
+    """Each scale's features are the average over the image and its mirror image (``mirror_<size>``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Stage-specific provenance: training config, data fingerprint, history summary."""
     members: list[ModelSpec] = field(default_factory=list)
@@ -49,7 +52,8 @@ class ModelSpec:
 
     @property
     def is_multiscale(self) -> bool:
-        return len(self.scales) > 1
+        """The head's input is the ``features`` layer (several scales, or a mirror average)."""
+        return bool(self.scales)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +74,7 @@ class ModelSpec:
             backbone_layer=data.get("backbone_layer", "backbone"),
             feature_layer=data.get("feature_layer", ""),
             scales=[int(x) for x in data.get("scales", [])],
+            mirror=bool(data.get("mirror", False)),
             extra=dict(data.get("extra", {})),
             members=[cls.from_dict(member) for member in data.get("members", [])],
         )
@@ -96,6 +101,8 @@ def read_spec(directory: str | Path) -> ModelSpec:
 def load_model_dir(directory: str | Path) -> tuple[Any, ModelSpec]:
     """The Keras model and its spec from a radpipe model folder."""
     import keras
+
+    import radpipe.layers  # noqa: F401 - registers radpipe's layers before loading
 
     spec = read_spec(directory)
     model = keras.models.load_model(Path(directory) / MODEL_FILE, compile=False)

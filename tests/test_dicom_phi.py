@@ -29,6 +29,7 @@ CLASSES = {"normal": "normal", "adenocarcinoma": "adenocarcinoma*"}
 FAST = [
     "model.weights=none",
     "model.image_size=32",
+    "model.scales=[1.0]",
     "train.epochs=2",
     "train.fine_tune_layers=0",
     "train.fine_tune_epochs=0",

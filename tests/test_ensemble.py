@@ -81,7 +81,7 @@ def test_candidates_of_different_data_sets_are_not_averaged(members: list[Path],
 
 def test_candidates_that_window_dicom_differently_are_not_averaged(members: list[Path], tmp_path: Path) -> None:
     bone = tmp_path / "bone"
-    prepare_base(ModelConfig(weights="none", image_size=32, window="bone"), CLASSES, bone, tmp_path)
+    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0], window="bone"), CLASSES, bone, tmp_path)
     same = read_candidates([str(d) for d in members])
     assert ensemble.input_preprocessing(same).windows == same[0].spec.preprocessing.windows  # both lung
     candidates = read_candidates([str(members[0]), str(bone)])

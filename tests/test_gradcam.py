@@ -48,8 +48,10 @@ def test_works_on_a_random_model_and_overlay_is_an_image(tmp_path: Path) -> None
 def test_a_multiscale_model_is_explained_at_every_scale(tmp_path: Path) -> None:
     prepare_base(ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0]), ["a", "b"], tmp_path / "m", tmp_path)
     model, spec = load_model_dir(tmp_path / "m")
+    assert spec.scales == [32, 64] and spec.mirror
     cam = GradCam(model, spec)
-    assert [view.name if view else None for view in cam._views] == ["resize_32", None]
+    views = [(view.name if view else None, mirrored) for view, mirrored in cam._views]
+    assert views == [("resize_32", False), ("resize_32", True), (None, False), (None, True)]
     maps = cam.heatmaps(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32))
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all() and maps.max() <= 1.0
 

@@ -48,26 +48,35 @@ def sha256_file(path: Path) -> str:
 
 def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path | None, seed: int = 0) -> Any:
     """normalize -> backbone -> dropout -> [dense -> dropout] -> softmax; with several ``model.scales``,
-    normalize -> (resize_<s> -> backbone) per scale -> concatenated as ``features`` -> the same head.
+    normalize -> (resize_<s> -> backbone) per scale -> concatenated as ``features`` -> the same head;
+    with ``model.mirror`` each scale's features are the average over the image and its mirror image.
 
     Several scales share one backbone (one set of weights, run once per scale): a slice's texture shows at
     the full size, its overall shape at the smaller ones, and the head weighs both.
     """
     import keras
 
+    from radpipe.layers import Mirror
+
     keras.utils.set_random_seed(seed)
     backbone = BACKBONES[config.backbone]
     scales = config.pixel_scales()
-    multiscale = len(scales) > 1 or scales[0] != config.image_size
-    base = build_backbone(backbone, None if multiscale else config.image_size, weights_path)
+    views = len(scales) > 1 or scales[0] != config.image_size or config.mirror
+    base = build_backbone(backbone, None if views else config.image_size, weights_path)
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image", dtype="float32")
     x = normalization_layer(backbone)(inputs)
-    if multiscale:
+    if views:
         pooled = []
         for size in scales:
             view = x if size == config.image_size else resize_layer(size)(x)
-            pooled.append(base(view, training=False))
+            features = base(view, training=False)
+            if config.mirror:
+                mirrored = base(Mirror(name=f"mirror_{size}")(view), training=False)
+                features = keras.layers.Average(name=f"mirror_average_{size}")([features, mirrored])
+            pooled.append(features)
         x = keras.layers.Concatenate(name=FEATURES_LAYER)(pooled) if len(pooled) > 1 else pooled[0]
+        if len(pooled) == 1:
+            x = keras.layers.Identity(name=FEATURES_LAYER)(x)
     else:
         x = base(x, training=False)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
@@ -104,7 +113,8 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,
-        scales=scales if len(scales) > 1 or scales[0] != config.image_size else [],
+        scales=scales if len(scales) > 1 or scales[0] != config.image_size or config.mirror else [],
+        mirror=config.mirror,
         extra={
             "model_config": config.to_dict(),
             "weights_sha256": sha256_file(weights_path) if weights_path else None,

@@ -65,6 +65,10 @@ def run(
         best = {f"best_{k}": v for k, v in result.val_metrics.items()}
         mlflow.log_metrics({**best, "best_epoch": result.best_epoch, "train_seconds": result.seconds})
         mlflow.log_dict({"history": result.history}, "training/history.json")
+        if "logistic_head" in result.spec.extra:  # every C tried, and the one kept (lowest validation loss)
+            tried = result.spec.extra["logistic_head"]
+            mlflow.log_dict({"tried": tried}, "training/logistic_head.json")
+            mlflow.log_param("train.head_c_kept", min(tried, key=lambda r: r["val_loss"])["c"])
         if "features" in result.spec.extra:
             features = result.spec.extra["features"]
             mlflow.set_tags(
