@@ -126,6 +126,8 @@ def test_image_modes_and_formats_are_recorded(tmp_path: Path) -> None:
     [
         ({}, "no readable images found"),
         ({"train/cats": 5}, r"only one class \('cats'\)"),
+        ({"cats": 5}, r"only one class \('cats'\)"),  # a lone class folder is not a wrapper folder
+        ({"Data/cats": 5}, r"only one class \('cats'\)"),
         ({"valid/cats": 3, "valid/dogs": 3}, "no train/ folder"),
         ({"train/cats": 5, "test/dogs": 2}, "dogs have no training images"),
     ],

@@ -163,13 +163,23 @@ def _visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name not in IGNORED_NAMES and not p.name.startswith("."))
 
 
+def _holds_images(folder: Path) -> bool:
+    return any(c.is_file() and is_image_file(c) for c in _visible_children(folder))
+
+
 def find_root(path: Path) -> Path:
-    """Descend through wrapper folders (an archive's single top folder, ``Data/``) to the data set root."""
+    """Descend through wrapper folders (an archive's single top folder, ``Data/``) to the data set root.
+
+    A lone folder that holds images itself is a class folder, not a wrapper: descending into it would turn
+    its images into stray files and the data set into "no readable images" instead of "only one class".
+    """
     while True:
         children = _visible_children(path)
         dirs = [c for c in children if c.is_dir()]
         if len(dirs) == 1 and not any(c.is_file() and is_image_file(c) for c in children):
             if dirs[0].name.lower() in SPLIT_ALIASES:  # a lone train/ folder is a split, not a wrapper
+                return path
+            if _holds_images(dirs[0]):  # a lone class folder
                 return path
             path = dirs[0]
             continue
