@@ -111,7 +111,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from radpipe import storage, tracking
     from radpipe.classifier import Classifier
-    from radpipe.preprocessing import ImageError
+    from radpipe.preprocessing import ImageError, check_pixels
 
     if args.model_uri.startswith(("models:/", "runs:/")):
         import mlflow
@@ -127,6 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         arrays, ok = [], []
         for path in chunk:
             try:
+                check_pixels(path, args.max_image_pixels, "--max-image-pixels")  # from the header, before decoding
                 arrays.append(classifier.preprocess(path))
                 ok.append(path)
             except ImageError as exc:
@@ -324,6 +325,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from radpipe.config import DEFAULT_MAX_IMAGE_PIXELS
+
     parser = argparse.ArgumentParser(
         prog="radpipe", description="MLOps pipeline for medical image classification (KFP, MLflow, KServe)."
     )
@@ -367,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     pred.add_argument("--output", "-o", metavar="FILE", help="write JSON lines here instead of stdout")
     pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metavar="N",
+        help=f"refuse images with more pixels than this, read from their headers before decoding (default "
+        f"{DEFAULT_MAX_IMAGE_PIXELS}, as data.max_image_pixels and serve --max_image_pixels)",
+    )
     pred.set_defaults(func=cmd_predict)
 
     serve = sub.add_parser(

@@ -31,6 +31,11 @@ from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
 
+DEFAULT_MAX_ARCHIVE_BYTES = 10 * 1024**3
+DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
+"""25 megapixels (5000 x 5000): above digital radiographs and mammograms; what serving accepts by default."""
+
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 DEFAULT_GROUP_PATTERN = r"(?P<scan>.+?)(?:\s*\(\d+\)|\s*-\s*Copy)*"
 """A scan id followed by any number of ``" (N)"`` and ``" - Copy"`` (what copying files in a file manager adds)."""
@@ -169,8 +174,28 @@ class DataConfig(Section):
     near_duplicate_bits: int = 4
     """Two images are near-duplicates when their 64-bit perceptual hashes (pHash) differ in at most this many
     bits. 4 was chosen by looking at the chest CT pairs around it (docs/benchmarks.md, "Near-duplicates")."""
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    """Most bytes a .zip/.tar(.gz) may expand to, summed over its members, checked before extracting."""
+    max_archive_members: int = 200_000
+    """Most members (files and folders) an archive may hold."""
+    max_archive_ratio: float = 100.0
+    """Most an archive may expand, as expanded bytes over the archive's own size: images barely compress
+    (PNG, JPEG: about 1x; uncompressed DICOM: 2-4x), a decompression bomb does by hundreds."""
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    """Most bytes of one file, in an archive or a folder, checked before it is read."""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """Most pixels (width x height) of one image, read from its header before any pixel is decoded; the same
+    default as ``radpipe serve --max_image_pixels`` and ``radpipe predict --max-image-pixels``."""
 
     def validate(self, path: str) -> None:
+        for key in ("max_archive_bytes", "max_archive_members", "max_file_bytes", "max_image_pixels"):
+            value = getattr(self, key)
+            _check(value >= 1, _join(path, key), f"must be a positive integer, got {value}")
+        _check(
+            self.max_archive_ratio >= 1.0,
+            _join(path, "max_archive_ratio"),
+            f"must be >= 1 (expanded bytes over archive bytes), got {self.max_archive_ratio}",
+        )
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             _check(0.0 < value < 0.5, _join(path, key), f"must be between 0 and 0.5, got {value}")

@@ -85,6 +85,42 @@ def open_image(source: ImageSource) -> Image.Image:
     return image
 
 
+def header_size(source: ImageSource) -> tuple[int, int]:
+    """(width, height) from the file's header alone, no pixel decoded: Pillow's lazy open, or the DICOM
+    header's Columns and Rows. What a size limit checks before decoding commits the memory."""
+    name = "the data" if isinstance(source, bytes) else str(source)
+    if is_dicom(source):
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        try:
+            return dicom.header_size(data)
+        except dicom.DicomError as exc:
+            raise ImageError(f"{name} {exc}") from None
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as header:
+            return header.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name} is too large to decode safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name} is not a readable image ({exc.__class__.__name__}: {exc})") from exc
+
+
+class ImageTooLargeError(ImageError):
+    """An image over a pixel limit, refused from its header."""
+
+
+def check_pixels(source: ImageSource, max_pixels: int, setting: str) -> tuple[int, int]:
+    """The image's (width, height), or :class:`ImageTooLargeError` naming the file and ``setting`` (the
+    config key or flag that sets ``max_pixels``) if it has more pixels than that; nothing is decoded."""
+    width, height = header_size(source)
+    if width * height > max_pixels:
+        name = "the data" if isinstance(source, bytes) else str(source)
+        raise ImageTooLargeError(
+            f"{name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, more than {setting} allows "
+            f"({max_pixels / 1e6:g} megapixels); downscale the image or raise {setting}"
+        )
+    return width, height
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with transparency composited on black and 16-bit grey scaled to 8 bits (CT exports use both)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -22,6 +22,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +277,55 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def unpack(archive: Path, dest: str | Path) -> Path:
-    """Extract a .zip / .tar(.gz) into ``dest``, refusing members that would land outside it."""
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How far an archive may expand before a single byte is written (decompression bombs).
+
+    Each refusal names the config key (``<prefix>max_archive_bytes``, ...) that would let it through.
+    """
+
+    max_bytes: int
+    max_members: int
+    max_ratio: float
+    max_file_bytes: int
+    key_prefix: str = "data."
+
+    def refuse(self, archive: Path, what: str, key: str) -> StorageError:
+        return StorageError(
+            f"{archive.name}: {what}; refused before extracting (config key '{self.key_prefix}{key}'). "
+            f"Check the archive, or raise {self.key_prefix}{key} if it is what you meant"
+        )
+
+    def check(self, archive: Path, sizes: Iterator[tuple[str, int]]) -> None:
+        """Check the members' (name, expanded size), streamed, stopping at the first one over a limit."""
+        packed = max(1, archive.stat().st_size)
+        total = 0
+        for members, (name, size) in enumerate(sizes, start=1):
+            total += size
+            if members > self.max_members:
+                raise self.refuse(archive, f"more than {self.max_members} members", "max_archive_members")
+            if size > self.max_file_bytes:
+                raise self.refuse(
+                    archive,
+                    f"member {name!r} expands to {size} bytes, more than {self.max_file_bytes}",
+                    "max_file_bytes",
+                )
+            if total > self.max_bytes:
+                raise self.refuse(
+                    archive, f"its members expand to more than {self.max_bytes} bytes", "max_archive_bytes"
+                )
+            if total > self.max_ratio * packed:
+                raise self.refuse(
+                    archive,
+                    f"its members expand to more than {self.max_ratio:g} times its own {packed} bytes",
+                    "max_archive_ratio",
+                )
+
+
+def unpack(archive: Path, dest: str | Path, limits: ArchiveLimits | None = None) -> Path:
+    """Extract a .zip / .tar(.gz) into ``dest``, refusing members that would land outside it, links, and
+    (with ``limits``) archives that expand too far. Zip members are copied with their bytes counted, so a
+    header that understates a member's size cannot get past the limits either."""
     dest = Path(dest)
     root = dest.resolve()
     with atomic_path(dest) as tmp:
@@ -285,11 +333,16 @@ def unpack(archive: Path, dest: str | Path) -> Path:
         try:
             if archive.name.lower().endswith(".zip"):
                 with zipfile.ZipFile(archive) as zf:
-                    for member in zf.namelist():
-                        _check_member(tmp, member, archive)
-                    zf.extractall(tmp)
+                    infos = zf.infolist()
+                    for info in infos:
+                        _check_member(tmp, info.filename, archive)
+                    if limits is not None:
+                        limits.check(archive, ((i.filename, i.file_size) for i in infos))
+                    _extract_zip(zf, infos, tmp, archive, limits)
             else:
                 with tarfile.open(archive) as tf:
+                    if limits is not None:
+                        limits.check(archive, ((m.name, m.size) for m in tf))
                     for member in tf.getmembers():
                         _check_member(tmp, member.name, archive)
                         if member.issym() or member.islnk():
@@ -302,6 +355,34 @@ def unpack(archive: Path, dest: str | Path) -> Path:
                 f"{archive.name} is not a readable archive ({exc}); re-create the .zip or .tar.gz"
             ) from exc
     return root
+
+
+def _extract_zip(
+    zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], dest: Path, archive: Path, limits: ArchiveLimits | None
+) -> None:
+    written = 0
+    for info in infos:
+        target = dest / info.filename
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with zf.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                size += len(chunk)
+                written += len(chunk)
+                if limits is not None and size > limits.max_file_bytes:
+                    raise limits.refuse(
+                        archive,
+                        f"member {info.filename!r} expands past {limits.max_file_bytes} bytes",
+                        "max_file_bytes",
+                    )
+                if limits is not None and written > limits.max_bytes:
+                    raise limits.refuse(
+                        archive, f"its members expand past {limits.max_bytes} bytes", "max_archive_bytes"
+                    )
+                out.write(chunk)
 
 
 def _check_member(dest: Path, member: str, archive: Path) -> None:

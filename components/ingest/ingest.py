@@ -43,7 +43,16 @@ from radpipe.components.ingest import dicom_files, grouping
 from radpipe.components.ingest.near_duplicates import HASH_BITS, HASH_NAME, Pair, close_pairs, perceptual_hash
 from radpipe.config import DataConfig
 from radpipe.errors import DataError
-from radpipe.preprocessing import IMAGE_EXTENSIONS, ImageError, is_dicom, is_image_file, open_image, to_rgb
+from radpipe.preprocessing import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    ImageTooLargeError,
+    check_pixels,
+    is_dicom,
+    is_image_file,
+    open_image,
+    to_rgb,
+)
 from radpipe.progress import Progress, log
 
 SPLITS = dataset.SPLITS
@@ -264,6 +273,7 @@ def inspect_images(
     readable = []
     with Progress("ingest: reading images", len(images), " files") as bar:
         for image in images:
+            check_size(image, config)
             if is_dicom(image.path):
                 if _inspect_dicom(image, config, report, Path(workdir or ".") / "deidentified", salt):
                     image.group_key = image.group_key or grouping.name_key(_stem(image), image.label, pattern)
@@ -285,6 +295,24 @@ def inspect_images(
                 readable.append(image)
             bar.update()
     return readable
+
+
+def check_size(image: SourceImage, config: DataConfig) -> None:
+    """Refuse a file over ``data.max_file_bytes`` before reading it, and an image over
+    ``data.max_image_pixels`` from its header before decoding it: one 684 KB PNG of 13000 x 13000 pixels
+    would otherwise take gigabytes to decode."""
+    size = image.path.stat().st_size
+    if size > config.max_file_bytes:
+        raise DataError(
+            f"{image.relpath} is {size} bytes, more than data.max_file_bytes allows ({config.max_file_bytes}); "
+            "remove the file or raise data.max_file_bytes"
+        )
+    try:
+        check_pixels(image.path, config.max_image_pixels, "data.max_image_pixels")
+    except ImageTooLargeError as exc:
+        raise DataError(str(exc).replace(str(image.path), image.relpath, 1)) from None
+    except ImageError:
+        pass  # not readable: reported as such when it is decoded
 
 
 def _stem(image: SourceImage) -> str:
@@ -578,6 +606,15 @@ def _splits_of_groups(images: list[SourceImage]) -> dict[str, set[str | None]]:
     return splits
 
 
+def archive_limits(config: DataConfig) -> storage.ArchiveLimits:
+    return storage.ArchiveLimits(
+        max_bytes=config.max_archive_bytes,
+        max_members=config.max_archive_members,
+        max_ratio=config.max_archive_ratio,
+        max_file_bytes=config.max_file_bytes,
+    )
+
+
 def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> IngestReport:
     """Read ``config.uri`` and write the normalised data set to ``output_dir``; return what happened."""
     if not config.uri:
@@ -587,7 +624,7 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
     source = storage.fetch(config.uri, workdir / "download", label="ingest: downloading")
     if storage.is_archive(source):
         log(f"ingest: unpacking {source.name}")
-        source = storage.unpack(source, workdir / "unpacked")
+        source = storage.unpack(source, workdir / "unpacked", archive_limits(config))
     if not source.is_dir():
         raise DataError(f"{config.uri} is neither a folder nor a .zip/.tar.gz archive of one")
     root = find_root(source)
