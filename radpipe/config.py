@@ -186,6 +186,9 @@ class DataConfig(Section):
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     """Most pixels (width x height) of one image, read from its header before any pixel is decoded; the same
     default as ``radpipe serve --max_image_pixels`` and ``radpipe predict --max-image-pixels``."""
+    download_timeout_seconds: float = 3600.0
+    """Deadline of each download (``http(s)://`` and ``s3://``) from its first byte requested to its last
+    received: a server that trickles bytes fails the run with this key's name instead of hanging it."""
 
     def validate(self, path: str) -> None:
         for key in ("max_archive_bytes", "max_archive_members", "max_file_bytes", "max_image_pixels"):
@@ -195,6 +198,11 @@ class DataConfig(Section):
             self.max_archive_ratio >= 1.0,
             _join(path, "max_archive_ratio"),
             f"must be >= 1 (expanded bytes over archive bytes), got {self.max_archive_ratio}",
+        )
+        _check(
+            self.download_timeout_seconds > 0,
+            _join(path, "download_timeout_seconds"),
+            f"must be > 0 seconds, got {self.download_timeout_seconds}",
         )
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)

@@ -26,6 +26,10 @@ def _fmt_amount(n: float, unit: str) -> str:
     return f"{n:g}"
 
 
+HEARTBEAT_SECONDS = 10.0
+"""In a log, a line at least this often while work moves, even between tenths (a slow download shows)."""
+
+
 class Progress:
     """A bar over ``total`` units; use as a context manager and call :meth:`update`."""
 
@@ -38,6 +42,7 @@ class Progress:
         self.started = time.monotonic()
         self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_draw = 0.0
+        self._last_line = self.started
         self._last_decile = -1
         self._closed = False
 
@@ -57,10 +62,11 @@ class Progress:
                 self._last_draw = now
                 self.stream.write("\r" + self._line())
                 self.stream.flush()
-        elif self.total:
-            decile = min(10, int(10 * self.count / self.total))
-            if decile > self._last_decile:
-                self._last_decile = decile
+        else:
+            decile = min(10, int(10 * self.count / self.total)) if self.total else -1
+            if decile > self._last_decile or now - self._last_line >= HEARTBEAT_SECONDS:
+                self._last_decile = max(decile, self._last_decile)
+                self._last_line = now
                 self.stream.write(self._line() + "\n")
                 self.stream.flush()
 

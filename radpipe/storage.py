@@ -12,11 +12,13 @@ crash never leaves a half-written file where a reader expects a whole one.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from radpipe.errors import StorageError
-from radpipe.progress import Progress
+from radpipe.progress import Progress, log
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _CHUNK = 1 << 20
@@ -132,7 +134,58 @@ def atomic_write_json(target: str | Path, obj: Any) -> None:
 # ------------------------------------------------------------------------------------------- reads
 
 
-def read_bytes(uri: str) -> bytes:
+DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
+"""Seconds a download may take from request to last byte, unless the caller says otherwise."""
+TIMEOUT_KEY = "data.download_timeout_seconds"
+"""The config key that sets the deadline of ingest's downloads; named in their errors."""
+_SOCKET_TIMEOUT = 30.0
+"""Longest a single socket read may block: how often a trickling download is checked against its deadline."""
+
+
+class _Deadline:
+    """The end of a download (or of all of a folder's), checked between reads; its error names the key."""
+
+    def __init__(self, uri: str, seconds: float, key: str) -> None:
+        self.uri, self.seconds, self.key = uri, seconds, key
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            key = f" (config key '{self.key}')" if self.key else ""
+            raise StorageError(
+                f"cannot download {self.uri}: not done after {self.seconds:g} s{key}; the server sends too slowly "
+                f"or stalled. Check it, or raise {self.key or 'the deadline'} for a large file on a slow link"
+            )
+        return left
+
+
+def _http_stream(url: str, uri: str, deadline: _Deadline, sink: Any, bar: Progress | None = None) -> None:
+    """GET ``url`` into ``sink`` (a binary file), checking ``deadline`` between reads.
+
+    ``read1`` returns whatever bytes have arrived instead of waiting for a whole chunk, so a server that sends
+    one byte every 20 s is caught by the deadline (each socket read blocks at most ``_SOCKET_TIMEOUT``).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=min(_SOCKET_TIMEOUT, deadline.remaining())) as response:
+            if bar is not None and bar.total is None:
+                bar.total = int(response.headers.get("Content-Length") or 0) or None
+            while True:
+                deadline.remaining()
+                chunk = response.read1(_CHUNK)
+                if not chunk:
+                    break
+                sink.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        deadline.remaining()
+    except (urllib.error.URLError, OSError) as exc:
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+            deadline.remaining()  # over the deadline: say so, with the key
+        raise StorageError(f"cannot download {uri}: {exc}; check the URL and your network") from exc
+
+
+def read_bytes(uri: str, timeout: float = DEFAULT_DOWNLOAD_TIMEOUT, timeout_key: str = "") -> bytes:
     """A whole (small) object: a YAML class map, a config file."""
     kind = scheme(uri)
     if kind == "file":
@@ -146,19 +199,24 @@ def read_bytes(uri: str) -> bytes:
             return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:
             raise _s3_error(exc, uri, "read") from exc
-    try:
-        with urllib.request.urlopen(uri, timeout=60) as response:
-            return response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        raise StorageError(f"cannot download {uri}: {exc}; check the URL and your network") from exc
+    buffer = io.BytesIO()
+    _http_stream(uri, uri, _Deadline(uri, timeout, timeout_key), buffer)
+    return buffer.getvalue()
 
 
-def fetch(uri: str, workdir: str | Path, label: str = "download") -> Path:
+def fetch(
+    uri: str,
+    workdir: str | Path,
+    label: str = "download",
+    timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    timeout_key: str = "",
+) -> Path:
     """Make ``uri`` available as a local path and return it.
 
     Local paths are returned as they are (never copied). An ``s3://`` URI is a single object or, when no
     object has exactly that key, every object under that prefix (a folder). An ``http(s)://`` URI is one
-    file. Downloads land in ``workdir`` and show progress.
+    file. Downloads land in ``workdir``, print progress (a line at least every few seconds in a log), and
+    fail once they take more than ``timeout`` seconds in all, naming ``timeout_key``.
     """
     kind = scheme(uri)
     workdir = Path(workdir)
@@ -168,27 +226,18 @@ def fetch(uri: str, workdir: str | Path, label: str = "download") -> Path:
             raise StorageError(f"{uri} does not exist; check the path")
         return path
     workdir.mkdir(parents=True, exist_ok=True)
+    deadline = _Deadline(uri, timeout, timeout_key)
+    log(f"{label}: {uri} (deadline {timeout:g} s{', ' + timeout_key if timeout_key else ''})")
     if kind == "s3":
-        return _fetch_s3(uri, workdir, label)
-    return _fetch_http(uri, workdir, label)
-
-
-def _fetch_http(uri: str, workdir: Path, label: str) -> Path:
+        return _fetch_s3(uri, workdir, label, deadline)
     name = Path(urllib.parse.urlparse(uri).path).name or "download"
     target = workdir / name
-    try:
-        with urllib.request.urlopen(uri, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with atomic_path(target) as tmp, open(tmp, "wb") as fh, Progress(label, total, "B") as bar:
-                while chunk := response.read(_CHUNK):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as exc:
-        raise StorageError(f"cannot download {uri}: {exc}; check the URL and your network") from exc
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh, Progress(label, None, "B") as bar:
+        _http_stream(uri, uri, deadline, fh, bar)
     return target
 
 
-def _fetch_s3(uri: str, workdir: Path, label: str) -> Path:
+def _fetch_s3(uri: str, workdir: Path, label: str, deadline: _Deadline) -> Path:
     bucket, key = split_s3(uri)
     client = s3_client()
     try:
@@ -198,7 +247,7 @@ def _fetch_s3(uri: str, workdir: Path, label: str) -> Path:
     exact = [o for o in objects if o["Key"] == key]
     if exact:  # a single object
         target = workdir / Path(key).name
-        _download_s3_objects(client, bucket, exact, {key: target}, label)
+        _download_s3_objects(client, bucket, exact, {key: target}, label, deadline)
         return target
     prefix = key.rstrip("/") + "/" if key else ""
     inside = [o for o in objects if o["Key"].startswith(prefix) and not o["Key"].endswith("/")]
@@ -212,7 +261,7 @@ def _fetch_s3(uri: str, workdir: Path, label: str) -> Path:
         if root.resolve() not in target.parents:
             raise StorageError(f"refusing S3 key {obj['Key']!r}: it would be written outside {root}")
         targets[obj["Key"]] = target
-    _download_s3_objects(client, bucket, inside, targets, label)
+    _download_s3_objects(client, bucket, inside, targets, label, deadline)
     return root
 
 
@@ -224,17 +273,33 @@ def _list_s3(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
 
 
 def _download_s3_objects(
-    client: Any, bucket: str, objects: list[dict[str, Any]], targets: dict[str, Path], label: str
+    client: Any,
+    bucket: str,
+    objects: list[dict[str, Any]],
+    targets: dict[str, Path],
+    label: str,
+    deadline: _Deadline,
 ) -> None:
+    """Each object through a presigned GET, on the same deadline-checked HTTP path as ``https://`` URIs:
+    boto3's own transfer reads in fixed-size blocks, which a trickling server can stall indefinitely."""
     total = sum(int(o.get("Size", 0)) for o in objects) or None
     with Progress(label, total, "B") as bar:
         for obj in objects:
             target = targets[obj["Key"]]
+            where = f"s3://{bucket}/{obj['Key']}"
             try:
-                with atomic_path(target) as tmp:
-                    client.download_file(bucket, obj["Key"], str(tmp), Callback=bar.update)
+                url = client.generate_presigned_url(
+                    "get_object", Params={"Bucket": bucket, "Key": obj["Key"]}, ExpiresIn=int(deadline.seconds) + 60
+                )
             except Exception as exc:
-                raise _s3_error(exc, f"s3://{bucket}/{obj['Key']}", "download") from exc
+                raise _s3_error(exc, where, "download") from exc
+            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+                try:
+                    _http_stream(url, where, deadline, fh, bar)
+                except StorageError as exc:
+                    if "config key" in str(exc):
+                        raise
+                    raise _s3_error(exc.__cause__ or exc, where, "download") from exc
 
 
 # ------------------------------------------------------------------------------------------ writes

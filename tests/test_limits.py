@@ -129,6 +129,7 @@ def test_ingest_refuses_a_file_over_the_byte_limit(tmp_path: Path, two_class_tre
         ("max_archive_ratio", 0.5),
         ("max_file_bytes", 0),
         ("max_image_pixels", 0),
+        ("download_timeout_seconds", 0),
     ],
 )
 def test_limit_keys_are_validated(key: str, value: float) -> None:

@@ -7,6 +7,7 @@ import http.server
 import io
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +123,74 @@ def test_unpack_refuses_path_traversal_and_garbage(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a zip")
     with pytest.raises(StorageError, match="not a readable archive"):
         storage.unpack(garbage, tmp_path / "out2")
+
+
+class Trickle(http.server.BaseHTTPRequestHandler):
+    """Headers at once, then one byte every ``interval`` seconds: the server that hung ``radpipe run``."""
+
+    interval = 0.5
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        try:
+            for _ in range(1_000_000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(self.interval)
+        except OSError:  # the client gave up: what the test wants
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def trickle_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickling_download_fails_at_its_deadline_with_progress(
+    trickle_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"not done after 2 s \(config key 'data\.download_timeout_seconds'\)"):
+        storage.fetch(f"{trickle_url}/data.zip", tmp_path / "dl", "ingest: downloading", 2.0, storage.TIMEOUT_KEY)
+    assert time.monotonic() - started < 5
+    assert list((tmp_path / "dl").iterdir()) == []  # no partial file, no staging folder
+    err = capfd.readouterr().err
+    assert f"ingest: downloading: {trickle_url}/data.zip (deadline 2 s, data.download_timeout_seconds)" in err
+    assert "FAILED" in err  # the progress line's last word
+
+
+def test_ingest_over_a_trickling_server_names_the_key(trickle_url: str, tmp_path: Path) -> None:
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.config import DataConfig
+
+    config = DataConfig(uri=f"{trickle_url}/data.zip", download_timeout_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"data\.download_timeout_seconds"):
+        ingest(config, tmp_path / "out", tmp_path / "work")
+    assert time.monotonic() - started < 5
+    with pytest.raises(StorageError, match=r"not done after 1\.5 s"):
+        storage.read_bytes(f"{trickle_url}/classes.yaml", 1.5, storage.TIMEOUT_KEY)
+
+
+def test_s3_download_has_a_deadline_too(s3_server: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="deadline")
+    s3.put_object(Bucket="deadline", Key="folder/a.bin", Body=b"a" * 1000)
+    got = storage.fetch("s3://deadline/folder", tmp_path / "ok", "weights", timeout=30)
+    assert (got / "a.bin").read_bytes() == b"a" * 1000
+    assert "weights: s3://deadline/folder (deadline 30 s)" in capfd.readouterr().err
+    with pytest.raises(StorageError, match=r"not done after 1e-06 s"):
+        storage.fetch("s3://deadline/folder", tmp_path / "late", "weights", timeout=1e-6)

@@ -195,14 +195,16 @@ def find_root(path: Path) -> Path:
         return path
 
 
-def load_class_map(class_map: dict[str, str] | str) -> dict[str, str]:
+def load_class_map(
+    class_map: dict[str, str] | str, timeout: float = storage.DEFAULT_DOWNLOAD_TIMEOUT
+) -> dict[str, str]:
     if not class_map:
         return {}
     if isinstance(class_map, dict):
         mapping: Any = class_map
     else:
         try:
-            mapping = yaml.safe_load(storage.read_bytes(class_map))
+            mapping = yaml.safe_load(storage.read_bytes(class_map, timeout, storage.TIMEOUT_KEY))
         except yaml.YAMLError as exc:
             raise DataError(f"class map {class_map} is not valid YAML: {exc}") from None
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
@@ -621,14 +623,20 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
         raise DataError("no data given: pass --data PATH_OR_URI or set data.uri")
     report = IngestReport()
     workdir = Path(workdir)
-    source = storage.fetch(config.uri, workdir / "download", label="ingest: downloading")
+    source = storage.fetch(
+        config.uri,
+        workdir / "download",
+        label="ingest: downloading",
+        timeout=config.download_timeout_seconds,
+        timeout_key=storage.TIMEOUT_KEY,
+    )
     if storage.is_archive(source):
         log(f"ingest: unpacking {source.name}")
         source = storage.unpack(source, workdir / "unpacked", archive_limits(config))
     if not source.is_dir():
         raise DataError(f"{config.uri} is neither a folder nor a .zip/.tar.gz archive of one")
     root = find_root(source)
-    class_map = load_class_map(config.class_map)
+    class_map = load_class_map(config.class_map, config.download_timeout_seconds)
     images = discover(root, class_map, config.class_separator, report)
     log(f"ingest: found {len(images)} image files under {config.uri}")
     images = inspect_images(images, config, report, workdir)
