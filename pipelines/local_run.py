@@ -18,8 +18,10 @@ from pathlib import Path
 
 from radpipe import storage, tracking
 from radpipe.config import Config
-from radpipe.errors import ERROR_FILE_ENV, RadpipeError
+from radpipe.errors import ERROR_FILE_ENV, RUNS_FILE_ENV, RadpipeError
+from radpipe.pipelines.tasks import task_processes
 from radpipe.pipelines.training_pipeline import DEFAULT_IMAGE_TAG, build_pipeline
+from radpipe.progress import log
 
 
 @dataclass(frozen=True)
@@ -118,17 +120,29 @@ def run_local(
         if uri not in ("imagenet", "none") and storage.scheme(uri) == "file" and not Path(uri).exists():
             raise RadpipeError(f"{uri} does not exist; check the path")
     store_uri = config.tracking.uri  # the docker runner serves it over HTTP to the tasks, for the run only
+    started = time.monotonic()
+    # Before any stage: an unreachable server is an error in seconds, not after ingest and minutes of retries.
+    tracking.preflight(store_uri)
     pipeline_root = tracking.home(workdir) / "pipeline_root"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    # Where a failing task writes its one-line reason: inside the pipeline root, which containers see too.
-    error_file = pipeline_root / f".error-{os.getpid()}-{time.time_ns()}.txt"
+    # Where a failing task writes its one-line reason, and every task the MLflow runs it opens: inside the
+    # pipeline root, which containers see too.
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    error_file = pipeline_root / f".error-{stamp}.txt"
+    runs_file = pipeline_root / f".runs-{stamp}.txt"
     error_file.touch()
-    started = time.monotonic()
-    previous = os.environ.get(ERROR_FILE_ENV)
-    os.environ[ERROR_FILE_ENV] = str(error_file)
+    runs_file.touch()
+    task_env = {
+        ERROR_FILE_ENV: str(error_file),
+        RUNS_FILE_ENV: str(runs_file),
+        **tracking.retry_env(config.tracking.retry_budget_seconds),
+    }
+    previous = {key: os.environ.get(key) for key in task_env}
+    os.environ.update(task_env)
     timer = TaskTimer()
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(task_processes())
             if runner == "docker":
                 from radpipe.pipelines.docker_runner import docker_runner
 
@@ -147,12 +161,20 @@ def run_local(
                 raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
             finally:
                 logging.getLogger().removeFilter(timer)
+    except BaseException:
+        # Failed or stopped (SIGTERM, Ctrl-C): the tasks are gone by now; no MLflow run stays RUNNING.
+        failed = tracking.fail_open_runs(store_uri, runs_file)
+        if failed:
+            log(f"radpipe: marked the MLflow runs left RUNNING as FAILED: {', '.join(failed)}")
+        raise
     finally:
         error_file.unlink(missing_ok=True)
-        if previous is None:
-            os.environ.pop(ERROR_FILE_ENV, None)
-        else:
-            os.environ[ERROR_FILE_ENV] = previous
+        runs_file.unlink(missing_ok=True)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     out = task.outputs
     return LocalRunResult(
         model_uri=out["model_uri"],

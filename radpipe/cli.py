@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from radpipe import __version__
-from radpipe.errors import RadpipeError
+from radpipe.errors import RadpipeError, Terminated
 
 
 def _load_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -463,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"radpipe: {exc}; stopped its tasks and removed their temporary files", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":  # pragma: no cover

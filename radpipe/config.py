@@ -508,9 +508,18 @@ class TrackingConfig(Section):
 
     uri: str = ""
     experiment: str = "radpipe"
+    retry_budget_seconds: float = 60.0
+    """How long one MLflow call may retry an unreachable or failing server before the stage fails (MLflow's
+    own default is about 4 minutes per call); ``radpipe run`` also checks the server answers before any
+    stage runs. Sets MLFLOW_HTTP_REQUEST_MAX_RETRIES/_TIMEOUT/_BACKOFF_* for the tasks it starts."""
 
     def validate(self, path: str) -> None:
         _check(bool(self.experiment.strip()), _join(path, "experiment"), "must not be empty")
+        _check(
+            1.0 <= self.retry_budget_seconds <= 3600.0,
+            _join(path, "retry_budget_seconds"),
+            f"must be 1..3600 seconds, got {self.retry_budget_seconds}",
+        )
 
 
 @dataclass(frozen=True)

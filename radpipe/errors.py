@@ -36,7 +36,34 @@ class RegistryError(RadpipeError):
     """A model registry operation cannot be done as asked (unknown version, nothing to roll back to, ...)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    swallows it on the way out, while every ``with`` and ``finally`` still cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
+
+
+def raise_on_termination() -> None:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in this process (main thread only: elsewhere a no-op)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 ERROR_FILE_ENV = "RADPIPE_ERROR_FILE"
+RUNS_FILE_ENV = "RADPIPE_RUNS_FILE"
+"""Where a task appends the id of each MLflow run it opens, so that ``radpipe run`` can mark the ones left
+RUNNING as FAILED when the pipeline fails or is stopped."""
 
 
 class stage_errors:
@@ -53,6 +80,8 @@ class stage_errors:
         self.stage = stage
 
     def __enter__(self) -> None:
+        # A task stopped by SIGTERM unwinds like an error: temporary folders go, MLflow runs end FAILED.
+        raise_on_termination()
         return None
 
     def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
@@ -70,6 +99,10 @@ class stage_errors:
             )
         elif isinstance(exc, RadpipeError):
             message = f"{self.stage} failed: {exc}"
+        elif isinstance(exc, Terminated):
+            sys.stderr.write(f"radpipe: {self.stage} {exc}; cleaned up\n")
+            sys.stderr.flush()
+            raise SystemExit(128 + exc.signum)
         else:
             return False
         sys.stderr.write(f"radpipe: {message}\n")

@@ -224,11 +224,25 @@ def mark_complete(mlflow_client: Any, name: str, version: str) -> None:
     mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
 
 
+PENDING_DESCRIPTION = (
+    "Registration in progress (radpipe.registration = pending). A version that stays pending belongs to a "
+    "pipeline stage that died while registering it: do not promote it."
+)
+
+
 def mark_failed(mlflow_client: Any, name: str, version: str, reason: str) -> bool:
-    """Best effort, from an error handler: the registry may be the thing that failed. True if recorded."""
+    """Best effort, from an error handler: the registry may be the thing that failed. True if recorded.
+
+    One quick attempt per call (no retries): the stage's retry budget was spent on the failure itself."""
+    from radpipe.tracking import quick_requests
+
     try:
-        mlflow_client.set_model_version_tag(name, version, REGISTRATION_ERROR_TAG, reason[:2000])
-        mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, FAILED)
+        with quick_requests():
+            mlflow_client.set_model_version_tag(name, version, REGISTRATION_ERROR_TAG, reason[:2000])
+            mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, FAILED)
+            mlflow_client.update_model_version(
+                name, version, description=f"FAILED registration: {reason[:1500]}. Do not promote this version."
+            )
     except Exception as exc:  # reported here; the caller raises the original error
         log(f"registry: could not mark {name} version {version} as failed ({exc}); it stays '{PENDING}'")
         return False

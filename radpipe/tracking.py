@@ -7,11 +7,16 @@ pipeline task an unset URI is an error, because a store written inside a pod van
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from radpipe.errors import RadpipeError
+from radpipe.errors import RUNS_FILE_ENV, RadpipeError
 
 EMBEDDED_DIR = ".radpipe"
 HOME_ENV = "RADPIPE_HOME"
@@ -119,3 +124,119 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"run {run_id} in experiment {experiment_id} (mlflow ui --backend-store-uri {tracking_uri})"
+
+
+# ------------------------------------------------------------------------------ failing fast and clean
+
+RETRY_ENV = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+
+
+def retry_env(budget_seconds: float) -> dict[str, str]:
+    """MLflow's HTTP retry settings that keep one call within ``budget_seconds``.
+
+    MLflow's defaults (7 retries, backoff factor 2, 120 s per request) let one call retry for about 4 minutes;
+    three calls in a row made a dead server surface after 12 minutes. urllib3 sleeps ``factor * 2**(n-1)``
+    before retry n (none before the first), so with factor 1 and r retries the sleeps add up to 2**r - 2
+    seconds: r is the most that fits half the budget, and each request's timeout shares the other half.
+    """
+    retries = 0
+    while 2 ** (retries + 1) - 2 <= budget_seconds / 2 and retries < 7:
+        retries += 1
+    timeout = max(2, int(budget_seconds / 2 / (retries + 1)))
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
+    }
+
+
+@contextlib.contextmanager
+def quick_requests(timeout_seconds: int = 5) -> Iterator[None]:
+    """One attempt per MLflow call, ``timeout_seconds`` each, while it lasts: for calls made from an error
+    handler (mark a version or a run failed), which must not spend another retry budget on a dead server."""
+    saved = {key: os.environ.get(key) for key in RETRY_ENV}
+    os.environ.update(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_seconds),
+        }
+    )
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def preflight(tracking_uri: str, timeout_seconds: float = 10.0) -> None:
+    """Check that an MLflow server answers before any stage runs; a clear error in seconds otherwise.
+
+    Only ``http(s)://`` URIs are checked (``/health``, then the experiments API, which also catches a
+    wrong path or an authenticating proxy); a ``sqlite:`` store is a local file the run creates.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    base = tracking_uri.rstrip("/")
+    deadline = time.monotonic() + timeout_seconds
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+                with urllib.request.urlopen(base + path, timeout=max(1.0, deadline - time.monotonic())):
+                    pass
+            return
+        except urllib.error.HTTPError as exc:
+            raise RadpipeError(
+                f"MLflow at {tracking_uri} answered {exc.code} {exc.reason} to {exc.url}; check MLFLOW_TRACKING_URI "
+                "(or tracking.uri) names an MLflow server and that its credentials are set. Nothing ran"
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+            time.sleep(0.5)
+    reason = getattr(last, "reason", last)
+    raise RadpipeError(
+        f"cannot reach MLflow at {tracking_uri} ({reason}, for {timeout_seconds:g} s); start the tracking server "
+        "or fix MLFLOW_TRACKING_URI (or tracking.uri; unset both for the local store under .radpipe/). Nothing ran"
+    )
+
+
+def record_run(run_id: str) -> None:
+    """Note an MLflow run this task opened in ``$RADPIPE_RUNS_FILE`` (set by ``radpipe run``), so that a run
+    left RUNNING by a failed or stopped pipeline is marked FAILED (:func:`fail_open_runs`)."""
+    path = os.environ.get(RUNS_FILE_ENV)
+    if path and run_id:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(run_id + "\n")
+
+
+def fail_open_runs(tracking_uri: str, runs_file: Path) -> list[str]:
+    """Mark the runs listed in ``runs_file`` that are still RUNNING as FAILED; return their ids.
+
+    Best effort with one quick attempt per call: the tracking server may be the thing that failed."""
+    from mlflow import MlflowClient
+
+    if not runs_file.is_file():
+        return []
+    ids = list(dict.fromkeys(line.strip() for line in runs_file.read_text().splitlines() if line.strip()))
+    failed = []
+    with quick_requests():
+        client = MlflowClient(tracking_uri)
+        for run_id in ids:
+            try:
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_terminated(run_id, status="FAILED")
+                    failed.append(run_id)
+            except Exception as exc:  # reported; the pipeline's own error is the one to raise
+                print(f"radpipe: could not mark MLflow run {run_id} as failed ({exc})", flush=True)
+                break
+    return failed

@@ -250,7 +250,7 @@ def test_mlflow_going_down_mid_registration_moves_no_alias(tmp_path: Path, monke
                 publish=lambda version: server.stop(),
             )
         message = str(raised.value)
-        assert "MLflow failed while registering outage version 2" in message
+        assert f"MLflow at {server.url} failed while registering outage version 2" in message
         assert "No alias moved to it and the version stays 'pending'" in message
         server.start()
         assert aliases(client, "outage") == {"champion": v1, "challenger": v1}

@@ -71,6 +71,10 @@ def log_model(model: Any, spec: ModelSpec, example: np.ndarray, run_id: str) -> 
     return info
 
 
+PUBLISHED_TAGS = ("radpipe.model_card", "radpipe.report")
+"""Version tags naming files that ``publish`` uploads: set only after the upload."""
+
+
 @dataclass(frozen=True)
 class Registration:
     """A registered version and the aliases it holds once the stage is done."""
@@ -107,9 +111,18 @@ def register(
     """
     from mlflow.exceptions import MlflowException
 
-    version = registry.create_version(mlflow_client, name, source, run_id, tags, description, model_id)
+    # Tags that point at what publish() uploads are set once it is uploaded: a version whose stage died
+    # must not point at a model card that does not exist.
+    published = {k: tags[k] for k in PUBLISHED_TAGS if k in tags}
+    early = {k: v for k, v in tags.items() if k not in published}
+    version = registry.create_version(
+        mlflow_client, name, source, run_id, early, registry.PENDING_DESCRIPTION, model_id
+    )
     try:
         publish(version)
+        for key, value in published.items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
+        mlflow_client.update_model_version(name, version, description=description)
         registry.mark_complete(mlflow_client, name, version)
         aliases = (
             registry.move_gate_aliases(mlflow_client, name, version, champion_alias, challenger_alias) if passed else []
@@ -119,8 +132,9 @@ def register(
         if isinstance(exc, MlflowException):
             state = "is marked failed" if recorded else f"stays '{registry.PENDING}'"
             raise RegistryError(
-                f"MLflow failed while registering {name} version {version}: {exc.message}. No alias moved to it and "
-                f"the version {state}; re-run the pipeline once MLflow answers (MLFLOW_TRACKING_URI)"
+                f"MLflow at {mlflow_client.tracking_uri} failed while registering {name} version {version}: "
+                f"{exc.message}. No alias moved to it and the version {state}; re-run the pipeline once MLflow "
+                "answers (check the server, MLFLOW_TRACKING_URI; tracking.retry_budget_seconds bounds the wait)"
             ) from exc
         raise
     if not passed:

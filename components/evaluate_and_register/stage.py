@@ -380,6 +380,7 @@ def _create_run(client: Any, experiment_id: str, best: Candidate, parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     tags.update(ensemble_tags(best))
     run_id = client.create_run(experiment_id, run_name=best.name, tags=tags).info.run_id
+    tracking.record_run(run_id)
     if best.val_metrics:
         client.log_batch(run_id, metrics=[_metric(k, v) for k, v in best.val_metrics.items()])
     return run_id

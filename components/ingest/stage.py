@@ -45,6 +45,7 @@ def log_parent_run(
         },
     )
     run_id = run.info.run_id
+    tracking.record_run(run_id)
     params = tracking.flatten("data", data.to_dict())
     params["data.classes"] = ",".join(report.class_names)
     for key, value in params.items():

@@ -42,6 +42,7 @@ def run(
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id or None, tags=tags
     ) as active:
+        tracking.record_run(active.info.run_id)
         params: dict[str, Any] = {
             **tracking.flatten("model", model_config.to_dict()),
             **tracking.flatten("train", train_config.to_dict()),
