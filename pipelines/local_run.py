@@ -9,19 +9,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
+import sys
 import time
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from radpipe import storage, tracking
 from radpipe.config import Config
 from radpipe.errors import ERROR_FILE_ENV, RUNS_FILE_ENV, RadpipeError
+from radpipe.pipelines import run_display
 from radpipe.pipelines.tasks import task_processes
 from radpipe.pipelines.training_pipeline import DEFAULT_IMAGE_TAG, build_pipeline
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,31 +39,8 @@ class LocalRunResult:
     task_seconds: list[tuple[str, float]] = field(default_factory=list)
     """Wall time of each task, in the order they finished (a task per candidate inside the loop)."""
     runner: str = "subprocess"
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"^Executing task '([^']+)'")
-_FINISHED = re.compile(r"^Task '([^']+)' finished with status")
-
-
-class TaskTimer(logging.Filter):
-    """Wall time per task, read off kfp.local's own "Executing task" / "finished" log records.
-
-    A filter on the root logger, because kfp.local replaces the root logger's handlers while it runs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._started: dict[str, list[float]] = defaultdict(list)
-        self.finished: list[tuple[str, float]] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = _ANSI.sub("", str(record.getMessage()))
-        if match := _STARTED.match(message):
-            self._started[match.group(1)].append(record.created)
-        elif (match := _FINISHED.match(message)) and self._started[match.group(1)]:
-            self.finished.append((match.group(1), record.created - self._started[match.group(1)].pop(0)))
-        return True
+    log_path: str = ""
+    """Every line every task printed, and kfp.local's own records (``.radpipe/logs/run-*.log``)."""
 
 
 def _absolute_if_local(uri: str) -> str:
@@ -87,12 +65,37 @@ def localize(config: Config, workdir: Path) -> Config:
 RUNNERS = ("subprocess", "docker")
 
 
+def attach_log(tracking_uri: str, experiment: str, started_ms: int, log_file: Path) -> None:
+    """Log the run's log file to the pipeline's MLflow run (``logs/``), also when a task failed.
+
+    That run is the one ingest opened (``radpipe.role=pipeline``) after this run started; where none or
+    several match (a run that failed before ingest logged, runs side by side on one store), the file
+    stays where the summary says and nothing is guessed. One quick try: after a failure the server may
+    be what failed, and the run's own error matters more than this file.
+    """
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking_uri)
+        with tracking.quick_requests():
+            found = client.get_experiment_by_name(experiment)
+            filter_string = f"tags.`radpipe.role` = 'pipeline' and attributes.start_time >= {started_ms}"
+            runs = client.search_runs([found.experiment_id], filter_string, max_results=2) if found else []
+            if len(runs) == 1:
+                client.log_artifact(runs[0].info.run_id, str(log_file), "logs")
+            else:
+                logger.info(f"{len(runs)} pipeline runs in MLflow since this run started: {log_file} not attached")
+    except Exception as exc:  # the log stays on disk; a failed upload must not hide the run's outcome
+        logger.warning(f"could not log {log_file} to MLflow: {exc}")
+
+
 def run_local(
     config: Config,
     workdir: str | Path | None = None,
     runner: str = "subprocess",
     image_registry: str = "",
     image_tag: str = DEFAULT_IMAGE_TAG,
+    log_level: int = logging.WARNING,
 ) -> LocalRunResult:
     """Run the whole pipeline on this machine and return what it registered.
 
@@ -103,6 +106,11 @@ def run_local(
             stage's image, ``pipelines/docker_runner.py``).
         image_registry: prefix of the stage images (docker runner).
         image_tag: tag of the stage images (docker runner).
+        log_level: what reaches the terminal besides a bar per stage: WARNING (warnings and errors),
+            INFO (the tasks' log records too) or DEBUG (every line). The log file always has everything.
+
+    Raises:
+        RadpipeError: a task failed; the message is its one-line reason and names the log file.
     """
     from kfp import local
 
@@ -139,9 +147,13 @@ def run_local(
     }
     previous = {key: os.environ.get(key) for key in task_env}
     os.environ.update(task_env)
-    timer = TaskTimer()
+    log_file = run_display.log_path(tracking.home(workdir))
+    started_ms = int(time.time() * 1000)
     try:
         with contextlib.ExitStack() as stack:
+            log = stack.enter_context(open(log_file, "w", encoding="utf-8"))
+            display = stack.enter_context(run_display.RunDisplay(log, sys.stderr, log_level))
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(run_display.LineWriter(display))))
             stack.enter_context(task_processes())
             if runner == "docker":
                 from radpipe.pipelines.docker_runner import docker_runner
@@ -153,21 +165,19 @@ def run_local(
                 kfp_runner = local.SubprocessRunner(use_venv=False)
             local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
             pipeline = build_pipeline(config, image_registry=image_registry, image_tag=image_tag)
-            logging.getLogger().addFilter(timer)
             try:
                 task = pipeline(**config.pipeline_arguments())
             except RuntimeError as exc:
-                message = error_file.read_text().strip()
-                raise RadpipeError(message or f"the pipeline failed ({exc}); the failing task's log is above") from exc
-            finally:
-                logging.getLogger().removeFilter(timer)
+                message = error_file.read_text().strip() or f"the pipeline failed ({run_display.plain(str(exc))})"
+                raise RadpipeError(f"{message}\n  full log: {log_file}") from exc
     except BaseException:
         # Failed or stopped (SIGTERM, Ctrl-C): the tasks are gone by now; no MLflow run stays RUNNING.
         failed = tracking.fail_open_runs(store_uri, runs_file)
         if failed:
-            log(f"radpipe: marked the MLflow runs left RUNNING as FAILED: {', '.join(failed)}")
+            logger.warning(f"marked the MLflow runs left RUNNING as FAILED: {', '.join(failed)}")
         raise
     finally:
+        attach_log(store_uri, config.tracking.experiment, started_ms, log_file)
         error_file.unlink(missing_ok=True)
         runs_file.unlink(missing_ok=True)
         for key, value in previous.items():
@@ -186,6 +196,7 @@ def run_local(
         tracking_uri=store_uri,
         pipeline_root=str(pipeline_root),
         seconds=time.monotonic() - started,
-        task_seconds=timer.finished,
+        task_seconds=display.finished,
         runner=runner,
+        log_path=str(log_file),
     )

@@ -16,6 +16,7 @@ Tasks also get a private ``TMPDIR`` that the run removes at the end: kfp's own t
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -26,7 +27,8 @@ from collections.abc import Iterator
 from types import FrameType
 
 from radpipe.errors import Terminated
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
 """How long a task has to clean up after SIGTERM before it is killed."""
@@ -49,7 +51,7 @@ def _end_groups(groups: set[int], grace: float = GRACE_SECONDS) -> None:
     for group in list(groups):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
-            log(f"radpipe: task process group {group} did not stop within {grace:g} s; killed")
+            logger.warning(f"task process group {group} did not stop within {grace:g} s; killed")
         groups.discard(group)
 
 

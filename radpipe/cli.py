@@ -1,21 +1,70 @@
 """``radpipe``: the one command line of the project.
 
-Each subcommand is a ``cmd_<name>`` function below, registered in :func:`build_parser`. Errors a user
-can fix (:class:`radpipe.errors.RadpipeError`) print as ``error: ...`` with exit status 2; anything else
-is a bug and keeps its traceback.
+Each subcommand is a ``cmd_<name>`` function below, registered in :func:`build_parser`. Exit statuses
+(:data:`EXIT_STATUSES`, docs/development.md): 0 done; 1 ``predict`` could not read some images; 2 an error
+a user can fix (:class:`radpipe.errors.RadpipeError`, printed as ``error: ...``, and argparse's usage
+errors); 3 ``run --require-challenger`` and the new version failed the gate; 130 interrupted. Anything
+else is a bug and keeps its traceback.
+
+Logging: every module logs through ``logging.getLogger(__name__)``; the command line shows warnings,
+``-v`` adds the info records, ``-vv`` or ``--log-level DEBUG`` everything (``RADPIPE_LOG_LEVEL`` when
+no flag is given).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from radpipe import __version__
 from radpipe.errors import RadpipeError, Terminated
+
+LOG_LEVEL_ENV = "RADPIPE_LOG_LEVEL"
+EXIT_GATE_FAILED = 3
+EXIT_STATUSES = {
+    0: "done (run: a version was registered, whether or not it passed the gate)",
+    1: "predict: some images could not be read (each has an error line in the output)",
+    2: "an error you can fix: the message says what and how; also a command line argparse refused",
+    EXIT_GATE_FAILED: "run --require-challenger: the new version failed the gate (no alias moved)",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+class _Formatter(logging.Formatter):
+    """``warning: ...`` like the command line's own ``error: ...``; info records as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """--log-level, else -v/-vv, else $RADPIPE_LOG_LEVEL, else WARNING."""
+    name = args.log_level
+    if not name and args.verbose:
+        name = "INFO" if args.verbose == 1 else "DEBUG"
+    name = (name or os.environ.get(LOG_LEVEL_ENV) or "WARNING").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise RadpipeError(f"log level {name!r} (--log-level or ${LOG_LEVEL_ENV}): use DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def configure_logging(level: int) -> None:
+    """The process's one handler (stderr); library warnings only from -v on, where they are detail."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if level <= logging.INFO else logging.ERROR)
 
 
 def _load_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -34,8 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from radpipe.pipelines.local_run import run_local
+    from radpipe.registry import PASSED
 
-    result = run_local(config, runner=args.runner, image_registry=args.image_registry, image_tag=args.image_tag)
+    result = run_local(
+        config,
+        runner=args.runner,
+        image_registry=args.image_registry,
+        image_tag=args.image_tag,
+        log_level=args.level,
+    )
     name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
     aliases, tags = _version_of(result.tracking_uri, name, version)
     lines = [
@@ -55,10 +111,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         lines.append(f"MLflow UI    mlflow ui --backend-store-uri {result.tracking_uri} --port 5000")
     if tags.get("radpipe.report"):
         lines.append(f"report       {tags['radpipe.report']}  (model card: {tags.get('radpipe.model_card', '-')})")
+        if local := _local_artifact(tags["radpipe.report"]):
+            lines.append(f"             {local}")
+    lines.append(f"log          {result.log_path}")
     lines.append(f"versions     radpipe models {name}")
     lines.append(f"predict      radpipe predict models:/{name}@champion IMAGE_OR_FOLDER")
     print("\n".join(lines))
+    if args.require_challenger and result.gate != PASSED:
+        print(f"exit {EXIT_GATE_FAILED}: --require-challenger, and version {version} failed the gate", file=sys.stderr)
+        return EXIT_GATE_FAILED
     return 0
+
+
+def _local_artifact(uri: str) -> str:
+    """The file behind a ``runs:/`` artifact URI where the store is on this machine, else ''."""
+    import mlflow
+
+    from radpipe import storage
+
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    try:
+        location = f"{mlflow.MlflowClient().get_run(run_id).info.artifact_uri}/{path}"
+    except Exception:  # a path to show, not a reason to fail a finished run
+        return ""
+    return str(storage.local_path(location)) if storage.scheme(location) == "file" else ""
 
 
 def _version_of(tracking_uri: str, name: str, version: str) -> tuple[list[str], dict[str, str]]:
@@ -324,16 +400,44 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _common_options() -> argparse.ArgumentParser:
+    """-v and --log-level, which work before and after the command: `radpipe -v run`, `radpipe run -v`."""
+    common = argparse.ArgumentParser(add_help=False)
+    logs = common.add_argument_group("logging")
+    logs.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more detail: -v the info records (every task's, for run), -vv everything",
+    )
+    logs.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help=f"what reaches the terminal (default: ${LOG_LEVEL_ENV}, else WARNING); run's log file has all",
+    )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     from radpipe.config import DEFAULT_MAX_IMAGE_PIXELS
 
+    common = _common_options()
     parser = argparse.ArgumentParser(
-        prog="radpipe", description="MLOps pipeline for medical image classification (KFP, MLflow, KServe)."
+        prog="radpipe",
+        description="MLOps pipeline for medical image classification (KFP, MLflow, KServe).",
+        parents=[common],
+        epilog="exit statuses: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUSES.items()),
     )
     parser.add_argument("--version", action="version", version=f"radpipe {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the pipeline locally through kfp.local", description=cmd_run.__doc__)
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    run = command("run", help="run the pipeline locally through kfp.local", description=cmd_run.__doc__)
     run.add_argument("--data", metavar="PATH_OR_URI", help="image folder, s3:// prefix or .zip/.tar.gz URL")
     run.add_argument("--weights", metavar="PATH_OR_URI", help="backbone weights file ('imagenet' or 'none' too)")
     run.add_argument(
@@ -345,10 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--image-registry", default="", help="--runner docker: prefix of the stage images")
     run.add_argument("--image-tag", default=__version__, help="--runner docker: tag of the stage images")
+    run.add_argument(
+        "--require-challenger",
+        action="store_true",
+        help=f"exit {EXIT_GATE_FAILED} when the new version fails the gate (default: exit 0, the version is "
+        "registered without aliases either way)",
+    )
     _add_config_args(run)
     run.set_defaults(func=cmd_run)
 
-    comp = sub.add_parser("compile", help="write the compiled pipeline YAML", description=cmd_compile.__doc__)
+    comp = command("compile", help="write the compiled pipeline YAML", description=cmd_compile.__doc__)
     comp.add_argument("--output", "-o", metavar="FILE", help="default: the checked-in pipelines/radpipe-training.yaml")
     comp.add_argument("--image-registry", default="", help="prefix of the stage images, e.g. ghcr.io/acme")
     comp.add_argument("--image-tag", default=__version__, help="tag of the stage images")
@@ -361,38 +471,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(comp)
     comp.set_defaults(func=cmd_compile)
 
-    conf = sub.add_parser("config", help="print the effective config as YAML", description=cmd_config.__doc__)
+    conf = command("config", help="print the effective config as YAML", description=cmd_config.__doc__)
     _add_config_args(conf)
     conf.set_defaults(func=cmd_config)
 
-    pred = sub.add_parser("predict", help="classify images with a model", description=cmd_predict.__doc__)
+    pred = command("predict", help="classify images with a model", description=cmd_predict.__doc__)
     pred.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
     pred.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     pred.add_argument("--output", "-o", metavar="FILE", help="write JSON lines here instead of stdout")
-    pred.add_argument("--batch-size", type=int, default=32)
+    pred.add_argument(
+        "--batch-size", type=int, default=32, help="images per model call (default 32): lower it to use less memory"
+    )
     pred.add_argument(
         "--max-image-pixels",
         type=int,
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metavar="N",
         help=f"refuse images with more pixels than this, read from their headers before decoding (default "
-        f"{DEFAULT_MAX_IMAGE_PIXELS}, as data.max_image_pixels and serve --max_image_pixels)",
+        f"{DEFAULT_MAX_IMAGE_PIXELS}, as data.max_image_pixels and serve --max-image-pixels)",
     )
     pred.set_defaults(func=cmd_predict)
 
-    serve = sub.add_parser(
-        "serve", help="serve a model over HTTP (KServe V1/V2, upload page)", description=cmd_serve.__doc__
-    )
+    serve = command("serve", help="serve a model over HTTP (KServe V1/V2, upload page)", description=cmd_serve.__doc__)
     serve.add_argument("model_uri", metavar="MODEL_URI", help="e.g. models:/chest-ct@champion, or a model folder")
     serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080, KServe's)")
-    serve.add_argument("--model_name", help="name in the URLs (default: the registered model's name, else 'model')")
-    from radpipe.serving.options import add_limit_args, add_server_args
+    from radpipe.serving.options import add_limit_args, add_server_args, flag
+
+    serve.add_argument(
+        *flag("model_name"), help="name in the URLs (default: the registered model's name, else 'model')"
+    )
 
     add_limit_args(serve)
     add_server_args(serve)
     serve.set_defaults(func=cmd_serve)
 
-    dep = sub.add_parser(
+    dep = command(
         "deploy", help="render the KServe InferenceService for a registered model", description=cmd_deploy.__doc__
     )
     dep.add_argument("model", metavar="NAME@ALIAS", help="e.g. chest-ct@champion, chest-ct/3 (MLFLOW_TRACKING_URI)")
@@ -426,14 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dep.set_defaults(func=cmd_deploy)
 
-    models = sub.add_parser(
-        "models", help="list registered versions, aliases and metrics", description=cmd_models.__doc__
-    )
+    models = command("models", help="list registered versions, aliases and metrics", description=cmd_models.__doc__)
     models.add_argument("name", nargs="?", metavar="NAME", help="registered model name (default: list all models)")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=cmd_models)
 
-    promote = sub.add_parser("promote", help="move an alias (champion) to a version", description=cmd_promote.__doc__)
+    promote = command("promote", help="move an alias (champion) to a version", description=cmd_promote.__doc__)
     promote.add_argument("name", metavar="NAME", help="registered model name, e.g. chest-ct")
     which = promote.add_mutually_exclusive_group(required=True)
     which.add_argument("--version", metavar="N", help="the version to promote")
@@ -444,9 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     promote.set_defaults(func=cmd_promote)
 
-    rollback = sub.add_parser(
-        "rollback", help="move champion back to the previous one", description=cmd_rollback.__doc__
-    )
+    rollback = command("rollback", help="move champion back to the previous one", description=cmd_rollback.__doc__)
     rollback.add_argument("name", metavar="NAME", help="registered model name")
     rollback.add_argument("--alias", default="champion", help="the alias to roll back (default: champion)")
     rollback.set_defaults(func=cmd_rollback)
@@ -455,7 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", 0)
+    args.log_level = getattr(args, "log_level", None)
     try:
+        args.level = log_level(args)
+        configure_logging(args.level)
         return int(args.func(args) or 0)
     except RadpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -60,7 +60,7 @@ def load_split(
     entries = [f for f in manifest["files"] if f["split"] == split]
     size = preprocessing.image_size
     images = np.zeros((len(entries), size, size, 3), dtype=np.uint8)
-    with Progress(f"loading {split} images", len(entries), " images") as bar:
+    with Progress(f"loading {split} images", len(entries), "images") as bar:
         for i, entry in enumerate(entries):
             images[i] = to_model_input(dataset_dir / entry["path"], preprocessing)
             bar.update()

@@ -16,6 +16,7 @@ KServe reads.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import textwrap
@@ -29,7 +30,8 @@ import yaml
 from radpipe import storage
 from radpipe.errors import RadpipeError
 from radpipe.images import SERVING_IMAGE, USER_ID, image_ref
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "radpipe"
 SERVICE_ACCOUNT = "radpipe-kserve"
@@ -342,6 +344,6 @@ def write_serving_manifest(
     served = ServedVersion(model_name, version, storage_uri, alias, warning)
     path = write_manifest(render_inference_service(served), output, warning)
     if warning:
-        log(f"serving manifest: {warning}")
-    log(f"serving manifest: InferenceService for models:/{model_name}/{version} serving {served.storage_uri}")
+        logger.info(f"serving manifest: {warning}")
+    logger.info(f"serving manifest: InferenceService for models:/{model_name}/{version} serving {served.storage_uri}")
     return path

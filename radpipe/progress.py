@@ -1,50 +1,54 @@
-"""Progress reporting for long work (ingest, downloads, uploads, training, evaluation).
+"""Where the progress of long work goes: a rich bar on a terminal, a log record at each tenth elsewhere.
 
-On a terminal it redraws one line; in a log (a KFP task's logs, CI) it prints a line at each tenth of
-the work, so that a pod log shows progress without megabytes of carriage returns.
+A KFP task's output is a pipe (kfp.local) or a pod log, where a redrawn bar would be megabytes of
+carriage returns. There a task logs one :data:`RECORD` line at each tenth of the work instead, which the
+KFP UI shows as it is and `radpipe run` reads back into one live bar per stage
+(``pipelines/run_display.py``). The drawing itself is rich's.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Any
 
+logger = logging.getLogger(__name__)
 
-def _fmt_seconds(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def _fmt_amount(n: float, unit: str) -> str:
-    if unit == "B":
-        for suffix in ("B", "KiB", "MiB", "GiB"):
-            if abs(n) < 1024 or suffix == "GiB":
-                return f"{n:.0f} {suffix}" if suffix == "B" else f"{n:.1f} {suffix}"
-            n /= 1024
-    return f"{n:g}"
+RECORD = re.compile(
+    r"progress (?P<label>.+): (?P<count>\d+)/(?P<total>\d+|\?)(?: (?P<unit>[^ ]+))?(?P<failed> FAILED)?$"
+)
+"""``progress ingest: 12/30 images`` (``?`` for an unknown total): what a task logs, and `radpipe run` parses."""
 
 
 HEARTBEAT_SECONDS = 10.0
-"""In a log, a line at least this often while work moves, even between tenths (a slow download shows)."""
+"""In a log, a record at least this often while work moves, even between tenths (a slow download shows)."""
+
+
+def _interactive() -> bool:
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 class Progress:
-    """A bar over ``total`` units; use as a context manager and call :meth:`update`."""
+    """Progress over ``total`` units (``None``: unknown); a context manager, advanced by :meth:`update`.
 
-    def __init__(self, label: str, total: int | None, unit: str = "", stream: TextIO | None = None) -> None:
+    ``unit`` names what is counted (``images``, ``batches``); ``B`` counts bytes and shows them as such.
+    """
+
+    def __init__(self, label: str, total: int | None, unit: str = "") -> None:
         self.label = label
         self.total = total
         self.unit = unit
-        self.stream = stream or sys.stderr
         self.count = 0
-        self.started = time.monotonic()
-        self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_draw = 0.0
-        self._last_line = self.started
         self._last_decile = -1
+        self._last_record = time.monotonic()
         self._closed = False
+        self._bar: Any = None
+        self._task: Any = None
+        if _interactive():
+            self._bar, self._task = _rich_bar(label, total, unit)
 
     def __enter__(self) -> Progress:
         return self
@@ -56,47 +60,50 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.count += n
-        now = time.monotonic()
-        if self._interactive:
-            if now - self._last_draw >= 0.1 or self.count == self.total:
-                self._last_draw = now
-                self.stream.write("\r" + self._line())
-                self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
         else:
-            decile = min(10, int(10 * self.count / self.total)) if self.total else -1
-            if decile > self._last_decile or now - self._last_line >= HEARTBEAT_SECONDS:
+            decile = min(10, 10 * self.count // self.total) if self.total else -1
+            if decile > self._last_decile or time.monotonic() - self._last_record >= HEARTBEAT_SECONDS:
                 self._last_decile = max(decile, self._last_decile)
-                self._last_line = now
-                self.stream.write(self._line() + "\n")
-                self.stream.flush()
+                self._record()
 
     def close(self, failed: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._interactive:
-            self.stream.write("\r" + self._line() + ("  FAILED" if failed else "") + "\n")
+        if self._bar is not None:
+            if failed:
+                self._bar.update(self._task, description=f"{self.label} FAILED")
+            self._bar.stop()
         elif failed or not self.total or self._last_decile < 10:
-            self.stream.write(self._line() + ("  FAILED" if failed else "") + "\n")
-        self.stream.flush()
+            self._record(failed)
 
-    def _line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        done = _fmt_amount(self.count, self.unit)
-        if self.total:
-            frac = min(1.0, self.count / self.total)
-            bar = "#" * int(frac * 24)
-            eta = (self.total - self.count) / rate if rate > 0 else 0.0
-            return (
-                f"{self.label}: {frac:4.0%} |{bar:<24}| {done}/{_fmt_amount(self.total, self.unit)} "
-                f"[{_fmt_seconds(elapsed)}<{_fmt_seconds(eta)}]"
-            )
-        return f"{self.label}: {done} [{_fmt_seconds(elapsed)}]"
+    def _record(self, failed: bool = False) -> None:
+        self._last_record = time.monotonic()
+        total = "?" if not self.total else str(self.total)
+        unit = f" {self.unit}" if self.unit else ""
+        logger.info(f"progress {self.label}: {self.count}/{total}{unit}{' FAILED' if failed else ''}")
 
 
-def log(message: str, stream: TextIO | None = None) -> None:
-    """One line of stage narration, flushed at once so it interleaves correctly with KFP's own logs."""
-    stream = stream or sys.stderr
-    stream.write(message + "\n")
-    stream.flush()
+def _rich_bar(label: str, total: int | None, unit: str) -> tuple[Any, Any]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    amount = DownloadColumn() if unit == "B" else MofNCompleteColumn()
+    columns = [TextColumn("{task.description}"), BarColumn(), amount]
+    if unit and unit != "B":
+        columns.append(TextColumn(unit))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    bar = RichProgress(*columns, console=Console(stderr=True))
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return bar, task

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from typing import Any
 
 from radpipe.config import ALIAS_PATTERN
 from radpipe.errors import RegistryError
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -166,7 +168,7 @@ def _history(mlflow_client: Any, name: str, alias: str) -> list[str]:
     try:
         history = json.loads(raw)
     except json.JSONDecodeError:
-        log(f"registry: WARNING: ignoring the unreadable tag {HISTORY_TAG_PREFIX + alias}={raw!r} of {name}")
+        logger.warning(f"registry: ignoring the unreadable tag {HISTORY_TAG_PREFIX + alias}={raw!r} of {name}")
         return []
     return [str(v) for v in history] if isinstance(history, list) else []
 
@@ -216,7 +218,7 @@ def create_version(
         description=description,
         model_id=model_id,
     )
-    log(f"registry: registered {name} version {created.version} (pending until the stage completes)")
+    logger.info(f"registry: registered {name} version {created.version} (pending until the stage completes)")
     return str(created.version)
 
 
@@ -244,9 +246,9 @@ def mark_failed(mlflow_client: Any, name: str, version: str, reason: str) -> boo
                 name, version, description=f"FAILED registration: {reason[:1500]}. Do not promote this version."
             )
     except Exception as exc:  # reported here; the caller raises the original error
-        log(f"registry: could not mark {name} version {version} as failed ({exc}); it stays '{PENDING}'")
+        logger.warning(f"registry: could not mark {name} version {version} as failed ({exc}); it stays '{PENDING}'")
         return False
-    log(f"registry: marked {name} version {version} as failed: {reason}")
+    logger.info(f"registry: marked {name} version {version} as failed: {reason}")
     return True
 
 
@@ -284,10 +286,10 @@ def move_gate_aliases(
     before = aliases(mlflow_client, name)
     try:
         target = _settle_on_newest(mlflow_client, name, challenger_alias)
-        log(f"registry: {name}@{challenger_alias} -> version {target}")
+        logger.info(f"registry: {name}@{challenger_alias} -> version {target}")
         if champion_alias not in aliases(mlflow_client, name):
             _set_alias(mlflow_client, name, champion_alias, version)
-            log(f"registry: {name}@{champion_alias} -> version {version} (the first version to pass the gate)")
+            logger.info(f"registry: {name}@{champion_alias} -> version {version} (the first version to pass the gate)")
     except BaseException:
         _put_back(mlflow_client, name, version, before, (challenger_alias, champion_alias))
         raise
@@ -303,9 +305,9 @@ def _put_back(mlflow_client: Any, name: str, version: str, before: dict[str, str
                     _set_alias(mlflow_client, name, alias, before[alias])
                 else:
                     mlflow_client.delete_registered_model_alias(name, alias)
-                log(f"registry: put {name}@{alias} back to {before.get(alias, '(none)')}")
+                logger.info(f"registry: put {name}@{alias} back to {before.get(alias, '(none)')}")
     except Exception as exc:  # reported here; the caller raises the original error
-        log(f"registry: WARNING: could not put aliases of {name} back ({exc}); check `radpipe models {name}`")
+        logger.warning(f"registry: could not put aliases of {name} back ({exc}); check `radpipe models {name}`")
 
 
 # -------------------------------------------------------------------------------- promote, rollback
@@ -384,7 +386,7 @@ def promote(
         note += "; FORCED despite: " + "; ".join(problems)
     _stamp(mlflow_client, name, version, f"radpipe.promoted.{to_alias}", note)
     _set_alias(mlflow_client, name, to_alias, version)  # last: the move itself
-    log(f"registry: {name}@{to_alias} -> version {version}" + (f" (was {replaced})" if replaced else ""))
+    logger.info(f"registry: {name}@{to_alias} -> version {version}" + (f" (was {replaced})" if replaced else ""))
     return AliasMove(name, to_alias, version, replaced, replaced or current.get(previous_alias(to_alias)))
 
 
@@ -419,7 +421,7 @@ def rollback(mlflow_client: Any, name: str, alias: str = CHAMPION) -> AliasMove:
         _set_alias(mlflow_client, name, previous_alias(alias), new_previous)
     else:
         mlflow_client.delete_registered_model_alias(name, previous_alias(alias))
-    log(f"registry: {name}@{alias} rolled back: version {now} -> {target}")
+    logger.info(f"registry: {name}@{alias} rolled back: version {now} -> {target}")
     return AliasMove(name, alias, target, now, new_previous)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -29,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from radpipe.errors import StorageError
-from radpipe.progress import Progress, log
+from radpipe.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _CHUNK = 1 << 20
@@ -227,7 +230,7 @@ def fetch(
         return path
     workdir.mkdir(parents=True, exist_ok=True)
     deadline = _Deadline(uri, timeout, timeout_key)
-    log(f"{label}: {uri} (deadline {timeout:g} s{', ' + timeout_key if timeout_key else ''})")
+    logger.info(f"{label}: {uri} (deadline {timeout:g} s{', ' + timeout_key if timeout_key else ''})")
     if kind == "s3":
         return _fetch_s3(uri, workdir, label, deadline)
     name = Path(urllib.parse.urlparse(uri).path).name or "download"

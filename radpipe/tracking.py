@@ -8,6 +8,7 @@ pipeline task an unset URI is an error, because a store written inside a pod van
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import urllib.error
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from radpipe.errors import RUNS_FILE_ENV, RadpipeError
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED_DIR = ".radpipe"
 HOME_ENV = "RADPIPE_HOME"
@@ -237,6 +240,6 @@ def fail_open_runs(tracking_uri: str, runs_file: Path) -> list[str]:
                     client.set_terminated(run_id, status="FAILED")
                     failed.append(run_id)
             except Exception as exc:  # reported; the pipeline's own error is the one to raise
-                print(f"radpipe: could not mark MLflow run {run_id} as failed ({exc})", flush=True)
+                logger.warning(f"could not mark MLflow run {run_id} as failed ({exc})")
                 break
     return failed

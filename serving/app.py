@@ -14,17 +14,19 @@ KServe builds its FastAPI app (``kserve.model_server.app``) when it starts; what
 
 from __future__ import annotations
 
+import logging
 import os
 from importlib import resources
 from typing import Any
 
 from radpipe import tracking
-from radpipe.progress import log
 from radpipe.serving import versions
 from radpipe.serving.access import AccessPolicy
 from radpipe.serving.model import RadpipeModel, default_model_name
 from radpipe.serving.options import DEFAULT_DECODE_WORKERS, DEFAULT_HOST, Limits
 from radpipe.serving.protocol import RequestError
+
+logger = logging.getLogger(__name__)
 
 UI_PATH = "/ui/"
 CONTENT_SECURITY_POLICY = (
@@ -65,12 +67,12 @@ def load_model(
 
 
 def _error_response(request: Any, status: int, kind: str, message: str) -> Any:
-    from fastapi.responses import ORJSONResponse
+    from fastapi.responses import JSONResponse
 
     from radpipe.serving.middleware import ERROR_KIND_KEY
 
     request.scope[ERROR_KIND_KEY] = kind
-    return ORJSONResponse(status_code=status, content={"error": message})
+    return JSONResponse(status_code=status, content={"error": message})
 
 
 def _describe_validation_error(exc: Any) -> tuple[str, str]:
@@ -139,6 +141,6 @@ def run(
 
     policy = policy or AccessPolicy()
     install(app, model, policy)
-    log(f"serving: listening on {host}:{http_port}; {policy.describe()}")
+    logger.info(f"serving: listening on {host}:{http_port}; {policy.describe()}")
     server = RadpipeModelServer(model, host, policy, http_port=http_port, enable_grpc=enable_grpc, **server_args)
     server.start([model])

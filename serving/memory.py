@@ -15,9 +15,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
 
-from radpipe.progress import log
+logger = logging.getLogger(__name__)
+
 
 TRIM_AFTER_PIXELS = 4_000_000
 """An image, or a request's images together, of at least this many pixels (2000 x 2000) trims the heap."""
@@ -31,7 +33,7 @@ def _malloc_trim() -> object | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
     except (OSError, AttributeError):
-        log("serving: this C library has no malloc_trim (not glibc); memory after large requests is left to it")
+        logger.info("serving: this C library has no malloc_trim (not glibc); memory after large requests is left to it")
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int

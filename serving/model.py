@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,6 @@ from PIL import Image
 
 from radpipe.classifier import Classifier
 from radpipe.gradcam import GradCam, overlay
-from radpipe.progress import log
 from radpipe.serving import memory, metrics
 from radpipe.serving.batcher import MicroBatcher
 from radpipe.serving.options import DEFAULT_DECODE_WORKERS
@@ -43,6 +43,8 @@ from radpipe.serving.protocol import (
     encode_v1,
     encode_v2,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def default_model_name(model_uri: str) -> str:
@@ -97,7 +99,7 @@ class RadpipeModel(Model):
         try:
             self.gradcam = GradCam(classifier.model, classifier.spec)
         except (ValueError, KeyError) as exc:
-            log(f"serving: Grad-CAM is off for this model ({exc})")
+            logger.info(f"serving: Grad-CAM is off for this model ({exc})")
             self.gradcam = None
         size = classifier.image_size
         # The first calls trace the graph (seconds); do it now, so that 'ready' means fast.
@@ -116,7 +118,7 @@ class RadpipeModel(Model):
         )
         self.ready = True
         version = f"version {self.version}" if self.version else "version unknown (pass --model_version)"
-        log(
+        logger.info(
             f"serving: model '{self.name}' ({version}) from {self.model_uri}: classes {classifier.class_names}, "
             f"{size}x{size} px, backbone {classifier.spec.backbone}, Grad-CAM {'on' if self.gradcam else 'off'}"
         )

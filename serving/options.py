@@ -1,8 +1,9 @@
 """Request limits, access and binding: the flags shared by ``radpipe serve`` and ``python -m radpipe.serving``.
 
-Flag names follow KServe's spelling (``--http_port``, ``--model_name``: underscores); the few flags that
-also have a dashed spelling accept both. Kept free of heavy imports: ``radpipe``'s CLI builds its parser
-from here."""
+Every flag has radpipe's dashed spelling (``--max-request-bytes``, as in the other commands) and KServe's
+underscored one (``--max_request_bytes``, as ``--http_port`` and ``--model_name`` in KServe's own parser,
+which the predictor container's command line follows). Kept free of heavy imports: ``radpipe``'s CLI
+builds its parser from here."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ class Limits:
     gigapixels (tens of seconds of CPU); this budget keeps the worst request to four such images."""
 
 
+def flag(name: str) -> tuple[str, str]:
+    """Both spellings of a flag, dashed first (what help shows): ``flag("max_images")``."""
+    return f"--{name.replace('_', '-')}", f"--{name}"
+
+
 def _strtobool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -46,29 +52,29 @@ def _strtobool(text: str) -> bool:
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
     defaults = Limits()
     parser.add_argument(
-        "--max_request_bytes", type=int, default=defaults.max_request_bytes, help="largest request body in bytes"
+        *flag("max_request_bytes"), type=int, default=defaults.max_request_bytes, help="largest request body in bytes"
     )
     parser.add_argument(
-        "--max_image_pixels",
+        *flag("max_image_pixels"),
         type=int,
         default=defaults.max_image_pixels,
         help="largest image (width x height), checked before decoding",
     )
     parser.add_argument(
-        "--max_request_pixels",
+        *flag("max_request_pixels"),
         type=int,
         default=defaults.max_request_pixels,
         help="most decoded pixels per request, summed over its images, checked before decoding any",
     )
-    parser.add_argument("--max_images", type=int, default=defaults.max_images, help="most images per request")
+    parser.add_argument(*flag("max_images"), type=int, default=defaults.max_images, help="most images per request")
     parser.add_argument(
-        "--max_batch_size",
+        *flag("max_batch_size"),
         type=int,
         default=DEFAULT_MAX_BATCH_SIZE,
         help="most images the micro-batcher puts into one model call",
     )
     parser.add_argument(
-        "--decode_workers",
+        *flag("decode_workers"),
         type=int,
         default=DEFAULT_DECODE_WORKERS,
         help="images decoded at once, over all requests (peak memory grows with it)",
@@ -83,28 +89,26 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (HTTP and gRPC); 0.0.0.0 for every interface, as in a pod",
     )
     parser.add_argument(
-        "--auth_token_file",
-        "--auth-token-file",
-        dest="auth_token_file",
+        *flag("auth_token_file"),
         default=None,
         help="file holding a bearer token that every request but the health probes must send",
     )
     parser.add_argument(
-        "--enable_repository_api",
+        *flag("enable_repository_api"),
         type=_strtobool,
         nargs="?",
         const=True,
         default=False,
         help="turn on the model repository API (POST /v2/repository/models/NAME/load|unload); needs "
-        "--repository_token_file",
+        "--repository-token-file",
     )
     parser.add_argument(
-        "--repository_token_file",
+        *flag("repository_token_file"),
         default=None,
         help="file holding the bearer token the repository API needs",
     )
     parser.add_argument(
-        "--model_version",
+        *flag("model_version"),
         default=None,
         help="the registered version being served, when the model URI does not say it (a folder such as "
         "/mnt/models); models:/NAME@ALIAS and models:/NAME/N are resolved from the registry",

@@ -11,6 +11,7 @@ change exactly those points and keep the rest of KServe's server (routes, handle
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent import futures
 from typing import Any
 
@@ -23,9 +24,10 @@ from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, Logg
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
 
-from radpipe.progress import log
 from radpipe.serving.access import AccessPolicy, grpc_interceptor
 from radpipe.serving.model import RadpipeModel
+
+logger = logging.getLogger(__name__)
 
 
 class ServedModels(ModelRepository):
@@ -41,7 +43,7 @@ class ServedModels(ModelRepository):
             raise KeyError(f"this server serves '{self.served.name}' only, not '{name}'")
         async with self._loading:  # two load requests at once load once
             if name not in self.models or not self.served.can_answer():
-                log(f"serving: loading '{name}' again (repository API)")
+                logger.info(f"serving: loading '{name}' again (repository API)")
                 await asyncio.to_thread(self.served.load)
                 self.update(self.served)
         return True
@@ -96,7 +98,7 @@ class ServedGRPCServer(GRPCServer):
         address = listen_address(self._host, self._port)
         if self._server.add_insecure_port(address) == 0:
             raise OSError(f"gRPC cannot listen on {address}")
-        log(f"serving: gRPC on {address}")
+        logger.info(f"serving: gRPC on {address}")
         await self._server.start()
         await self._server.wait_for_termination()
 

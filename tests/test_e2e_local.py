@@ -41,8 +41,19 @@ def client_for(workdir: Path):  # type: ignore[no-untyped-def]
 
 
 def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--data", "data", *[arg for s in FAST for arg in ("--set", s)]]) == 0
-    out = capsys.readouterr().out
+    assert main(["run", "--data", "data", "--set", "train.epochs=7", *[arg for s in FAST for arg in ("--set", s)]]) == 0
+    out, err = capsys.readouterr()
+    # Quiet: a line per stage start and end (a live bar on a terminal), the warnings, the summary; the
+    # whole output of every task is in the log file the summary names, and in MLflow.
+    assert "Got executor_input" not in out + err and "[KFP Executor" not in out + err
+    assert "prepare-base done in" in err and "evaluate-and-register done in" in err
+    assert "warning: train: train.epochs=7 has no effect" in err  # a setting without effect says so
+    assert len((out + err).splitlines()) < 40, out + err
+    (log_line,) = [line for line in out.splitlines() if line.startswith("log ")]
+    log_file = Path(log_line.split()[-1])
+    assert log_file.parent == workdir / ".radpipe" / "logs"
+    log_text = log_file.read_text()
+    assert "Got executor_input" in log_text and "progress ingest: reading images: 26/26 files" in log_text
     assert "registered   models:/tiny/1" in out and "aliases      challenger, champion" in out
     assert "gate         passed: no champion yet" in out and "/evaluation/report.html" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{workdir / '.radpipe' / 'mlflow.db'}" in out
@@ -59,6 +70,8 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     parent_id = candidate_run.data.tags["mlflow.parentRunId"]
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["radpipe.registered"] == "models:/tiny/1"
+    assert [a.path for a in client.list_artifacts(parent_id, "logs")] == [f"logs/{log_file.name}"]
+    assert "logistic regression fit to convergence" in candidate_run.data.tags["radpipe.train.ended"]
     assert "train.epochs" in candidate_run.data.params and "test_accuracy" in candidate_run.data.metrics
     # One point per epoch: the logistic head is one (the C it kept).
     assert len(client.get_metric_history(version.run_id, "val_loss")) == 1
@@ -99,14 +112,31 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     assert client.get_model_version("tiny", "2").tags["radpipe.gate.champion_version"] == "1"
 
 
-def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path) -> None:
-    run_local(load_config(None, [*FAST, "data.uri=data"]))
+def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fast = [arg for s in FAST for arg in ("--set", s)]
+    assert main(["run", "--data", "data", "--require-challenger", *fast]) == 0  # it passed the gate
     make_tree(workdir / "one-class", {"train/cats": 6})
-    with pytest.raises(RadpipeError, match=r"ingest failed: only one class \('cats'\)"):
+    with pytest.raises(RadpipeError, match=r"ingest failed: only one class \('cats'\)") as failed:
         run_local(load_config(None, [*FAST, "data.uri=one-class"]))
+    assert "full log: " in str(failed.value)
     client = client_for(workdir)
     assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "1"
     assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
+
+    # A run whose version fails the gate exits 0 (registered, no alias moved), or 3 for scripts that ask.
+    # Its test labels are swapped: the model scores 0 there, under the gate's macro-F1 of 0.5.
+    swapped = make_tree(
+        workdir / "swapped",
+        {"train/cats": 10, "train/dogs": 10, "test/cats": 3, "test/dogs": 3},
+        value_of=lambda folder: 190 if ("cats" in folder) == folder.startswith("test") else 60,
+    )
+    capsys.readouterr()
+    gate = ["--set", "register.gate.min_macro_f1=0.5"]
+    assert main(["run", "--data", str(swapped), "--require-challenger", *gate, *fast]) == 3
+    out, err = capsys.readouterr()
+    assert "gate         failed" in out and "--require-challenger, and version 2 failed the gate" in err
+    assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "1"
+    assert client.get_model_version("tiny", "2").tags["radpipe.gate"] == "failed"
 
 
 def test_search_chooses_on_validation_and_is_reproducible(workdir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import logging
 import threading
 from pathlib import Path
 
@@ -41,11 +42,12 @@ def first_conv_kernel(model_dir: Path) -> np.ndarray:
     return model.get_layer(spec.backbone_layer).get_layer("Conv1").get_weights()[0]
 
 
-def test_random_weights_only_when_explicit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = prepare_base(
-        ModelConfig(weights="none", image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w"
-    )
-    assert "RANDOM weights" in capsys.readouterr().err
+def test_random_weights_only_when_explicit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        spec = prepare_base(
+            ModelConfig(weights="none", image_size=32, scales=[1.0]), CLASSES, tmp_path / "m", tmp_path / "w"
+        )
+    assert any(r.levelno == logging.WARNING and "RANDOM weights" in r.getMessage() for r in caplog.records)
     model, loaded = load_model_dir(tmp_path / "m")
     assert loaded == spec and loaded.class_names == CLASSES and loaded.weights == "none"
     assert model.output_shape == (None, 3) and model.input_shape == (None, 32, 32, 3)

@@ -78,7 +78,7 @@ def wait_for_line(proc: subprocess.Popen, lines: list[str], text: str, timeout: 
 
 def test_sigterm_stops_every_task_removes_temp_files_and_fails_the_mlflow_run(workdir: Path) -> None:
     proc, lines = start_run(workdir)
-    wait_for_line(proc, lines, "Executing task 'prepare-base'")
+    wait_for_line(proc, lines, "prepare-base ...")  # radpipe run's line as a stage starts
     time.sleep(2)  # the task is importing TensorFlow
     tree = psutil.Process(proc.pid).children(recursive=True)
     assert any("executor_main" in " ".join(p.cmdline()) for p in tree), [p.cmdline() for p in tree]

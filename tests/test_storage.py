@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import logging
 import tarfile
 import threading
 import time
@@ -160,16 +161,17 @@ def trickle_url() -> Iterator[str]:
 
 
 def test_a_trickling_download_fails_at_its_deadline_with_progress(
-    trickle_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    trickle_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     started = time.monotonic()
     with pytest.raises(StorageError, match=r"not done after 2 s \(config key 'data\.download_timeout_seconds'\)"):
         storage.fetch(f"{trickle_url}/data.zip", tmp_path / "dl", "ingest: downloading", 2.0, storage.TIMEOUT_KEY)
     assert time.monotonic() - started < 5
     assert list((tmp_path / "dl").iterdir()) == []  # no partial file, no staging folder
-    err = capfd.readouterr().err
-    assert f"ingest: downloading: {trickle_url}/data.zip (deadline 2 s, data.download_timeout_seconds)" in err
-    assert "FAILED" in err  # the progress line's last word
+    said = caplog.messages
+    assert f"ingest: downloading: {trickle_url}/data.zip (deadline 2 s, data.download_timeout_seconds)" in said
+    assert said[-1].startswith("progress ingest: downloading: ") and said[-1].endswith(" FAILED")
 
 
 def test_ingest_over_a_trickling_server_names_the_key(trickle_url: str, tmp_path: Path) -> None:
@@ -185,12 +187,13 @@ def test_ingest_over_a_trickling_server_names_the_key(trickle_url: str, tmp_path
         storage.read_bytes(f"{trickle_url}/classes.yaml", 1.5, storage.TIMEOUT_KEY)
 
 
-def test_s3_download_has_a_deadline_too(s3_server: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_s3_download_has_a_deadline_too(s3_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="deadline")
     s3.put_object(Bucket="deadline", Key="folder/a.bin", Body=b"a" * 1000)
     got = storage.fetch("s3://deadline/folder", tmp_path / "ok", "weights", timeout=30)
     assert (got / "a.bin").read_bytes() == b"a" * 1000
-    assert "weights: s3://deadline/folder (deadline 30 s)" in capfd.readouterr().err
+    assert "weights: s3://deadline/folder (deadline 30 s)" in caplog.messages
     with pytest.raises(StorageError, match=r"not done after 1e-06 s"):
         storage.fetch("s3://deadline/folder", tmp_path / "late", "weights", timeout=1e-6)

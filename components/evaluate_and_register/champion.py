@@ -8,11 +8,13 @@ trained at another image size).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from radpipe import registry
 from radpipe.components.evaluate_and_register.evaluate import Evaluation, evaluate_split
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,10 +42,10 @@ def rescore_champion(
     client = registry.client()
     version = registry.aliases(client, name).get(alias)
     if version is None:
-        log(f"evaluate: {name} has no {alias} yet: nothing to compare with")
+        logger.info(f"evaluate: {name} has no {alias} yet: nothing to compare with")
         return ChampionScore(alias)
     uri = f"models:/{name}/{version}"
-    log(f"evaluate: re-scoring the {alias}, {uri}, on the same test split")
+    logger.info(f"evaluate: re-scoring the {alias}, {uri}, on the same test split")
     try:
         champion = Classifier.load(uri)
         if sorted(champion.class_names) != sorted(class_names):
@@ -56,9 +58,9 @@ def rescore_champion(
         test = load_split(dataset_dir, "test", champion.spec.preprocessing, champion.class_names)
         evaluation = evaluate_split(champion.model, test, batch_size, calibration_bins, label=f"evaluate: {alias}")
     except Exception as exc:  # any failure is recorded as the gate's reason, never swallowed
-        log(f"evaluate: could not re-score {uri}: {exc.__class__.__name__}: {exc}")
+        logger.warning(f"evaluate: could not re-score {uri}: {exc.__class__.__name__}: {exc}")
         return ChampionScore(alias, version, error=f"{exc.__class__.__name__}: {exc}")
-    log(
+    logger.info(
         f"evaluate: {alias} (version {version}) on this test split: "
         + " ".join(f"{k}={evaluation.metrics[k]:.4f}" for k in ("accuracy", "macro_f1"))
     )

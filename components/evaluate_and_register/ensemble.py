@@ -12,6 +12,7 @@ explained like any radpipe model; its record (``ModelSpec.members``) keeps every
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,9 @@ from radpipe.dataset import Split
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
-from radpipe.progress import log
 from radpipe.validation import validation_scores
+
+logger = logging.getLogger(__name__)
 
 MEMBER_LAYER = "member_{}"
 
@@ -127,7 +129,7 @@ def consider(
         return best, best_model
     shared = input_preprocessing(members)
     if shared is None:
-        log(
+        logger.info(
             "evaluate: the best candidates window DICOM differently (model.window) and cannot share one input; "
             f"no ensemble, registering '{best.name}'"
         )
@@ -143,15 +145,15 @@ def consider(
     for label, preprocessing, scorer in contenders:
         val = load_val(preprocessing)
         if len(val) == 0:
-            log("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
+            logger.info("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
             return best, best_model
         probabilities = predict(scorer, val, batch_size, f"evaluate: validation of {label}")
         scored[label] = validation_scores(val.labels, probabilities, len(best.spec.class_names))
-        log(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(scored[label].items())))
+        logger.info(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(scored[label].items())))
     single, average = scored[best.name], scored[name]
     if not prefers_average(average, single, select_by):
-        log(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
+        logger.info(f"evaluate: the ensemble is worse on validation than '{best.name}'; registering '{best.name}'")
         return best, best_model
-    log(f"evaluate: chose {name} on validation over '{best.name}'")
+    logger.info(f"evaluate: chose {name} on validation over '{best.name}'")
     ensemble = Candidate(path=None, spec=build_spec(members, average), name=name, run_id="", val_metrics=average)
     return ensemble, model

@@ -5,6 +5,7 @@ The choice never looks at the test split: test metrics describe the chosen model
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from radpipe.config import SELECT_BY
 from radpipe.dataset import Split
 from radpipe.errors import DataError, RadpipeError
 from radpipe.modelspec import ModelSpec, load_model_dir, read_spec
-from radpipe.progress import Progress, log
+from radpipe.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 
 def selection_key(metrics: dict[str, float], select_by: str = "val_loss") -> tuple[float, ...]:
@@ -72,11 +75,11 @@ def ranked(candidates: list[Candidate], select_by: str = "val_loss") -> list[Can
 def choose(candidates: list[Candidate], select_by: str = "val_loss") -> Candidate:
     order = ranked(candidates, select_by)
     best = order[0]
-    log(f"evaluate: candidates ranked by {select_by} on validation")
+    logger.info(f"evaluate: candidates ranked by {select_by} on validation")
     for c in order:
         marker = "*" if c is best else " "
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(c.val_metrics.items()))
-        log(f"evaluate: {marker} {c.name}: {metrics}")
+        logger.info(f"evaluate: {marker} {c.name}: {metrics}")
     return best
 
 
@@ -102,7 +105,7 @@ class Evaluation:
 
 def predict(model: Any, split: Split, batch_size: int, label: str = "evaluate: scoring") -> np.ndarray:
     outputs = []
-    with Progress(label, len(split), " images") as bar:
+    with Progress(label, len(split), "images") as bar:
         for start in range(0, len(split), batch_size):
             chunk = split.images[start : start + batch_size].astype(np.float32)
             outputs.append(np.asarray(model.predict_on_batch(chunk)))

@@ -8,6 +8,7 @@ only after everything else succeeded. A run that fails earlier leaves the regist
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import numpy as np
 from radpipe import registry
 from radpipe.errors import RegistryError
 from radpipe.modelspec import ModelSpec
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 
 def pip_requirements() -> list[str]:
@@ -67,7 +69,7 @@ def log_model(model: Any, spec: ModelSpec, example: np.ndarray, run_id: str) -> 
             pip_requirements=pip_requirements(),
             metadata={"radpipe": spec.to_dict()},
         )
-    log(f"register: logged the model to MLflow run {run_id} as {info.model_uri}")
+    logger.info(f"register: logged the model to MLflow run {run_id} as {info.model_uri}")
     return info
 
 
@@ -138,5 +140,5 @@ def register(
             ) from exc
         raise
     if not passed:
-        log(f"register: {name} version {version} failed the gate: no alias moved")
+        logger.info(f"register: {name} version {version} failed the gate: no alias moved")
     return Registration(name, version, aliases, source, run_id)

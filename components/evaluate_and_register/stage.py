@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import tempfile
 import time
@@ -49,7 +50,8 @@ from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 CARD_ARTIFACT = "evaluation/model_card.md"
 REPORT_ARTIFACT = "evaluation/report.html"
@@ -197,7 +199,7 @@ def run(
             try:
                 client.set_terminated(parent_run_id, status="FAILED")
             except Exception as exc:  # the original error is the one to report
-                log(f"evaluate: could not mark the pipeline's MLflow run {parent_run_id} as failed: {exc}")
+                logger.warning(f"evaluate: could not mark the pipeline's MLflow run {parent_run_id} as failed: {exc}")
         raise
     if parent_run_id:
         client.set_tag(parent_run_id, "radpipe.registered", outputs.registered.uri)
@@ -264,7 +266,7 @@ def _run(
             evaluate_config.confidence_level,
             evaluate_config.seed,
         )
-    log(
+    logger.info(
         "evaluate: test "
         + " ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items() if k != "images")
         + f" on {int(evaluation.metrics['images'])} images"
@@ -279,9 +281,9 @@ def _run(
         evaluate_config.calibration_bins,
     )
     decision = decide(evaluation, champion, register_config.gate)
-    log(f"evaluate: gate {decision.verdict}: " + "; ".join(decision.reasons))
+    logger.info(f"evaluate: gate {decision.verdict}: " + "; ".join(decision.reasons))
     if register_config.gate.min_macro_f1 == 0 and register_config.gate.min_class_recall == 0:
-        log("evaluate: note: no absolute gate thresholds set (register.gate.min_macro_f1, min_class_recall)")
+        logger.info("evaluate: note: no absolute gate thresholds set (register.gate.min_macro_f1, min_class_recall)")
     manifest = read_manifest(dataset_dir)
     data = DataSummary.from_manifest(manifest, data_fingerprint)
     own_run = not best.run_id  # an ensemble made here, or candidates trained without MLflow runs
@@ -303,7 +305,7 @@ def _run(
             samples,
             evaluate_config.gradcam_per_class,
         )
-        log(f"evaluate: wrote {len(plots)} plots: {', '.join(plots)}")
+        logger.info(f"evaluate: wrote {len(plots)} plots: {', '.join(plots)}")
         # 4. Everything about this candidate into its MLflow run.
         metrics = test_metrics_for_mlflow(evaluation)
         if champion.evaluation is not None:

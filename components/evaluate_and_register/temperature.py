@@ -13,6 +13,7 @@ and serves as before; ``T`` is recorded in the model's record (``extra.temperatu
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from radpipe.modelspec import ModelSpec
-from radpipe.progress import log
 from radpipe.validation import log_loss
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_LAYER = "probabilities"
 MIN_IMAGES = 30
@@ -84,11 +86,11 @@ def calibrate(model: Any, spec: ModelSpec, images: np.ndarray, labels: np.ndarra
     """Fit ``T`` on these validation images and bake it into ``model``; the spec records it, or why not."""
     if len(labels) < MIN_IMAGES:
         reason = f"{len(labels)} validation images, fewer than the {MIN_IMAGES} a temperature needs"
-        log(f"evaluate: probabilities not calibrated: {reason}")
+        logger.info(f"evaluate: probabilities not calibrated: {reason}")
         return spec.with_extra(temperature={"skipped": reason})
     found = fit(member_probabilities(model, spec, images, batch_size), labels)
     apply(model, spec, found.value)
-    log(
+    logger.info(
         f"evaluate: calibrated on {len(labels)} validation images: temperature {found.value:.3f}, "
         f"validation log loss {found.val_loss_before:.4f} -> {found.val_loss_after:.4f}"
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import time
@@ -53,7 +54,9 @@ from radpipe.preprocessing import (
     open_image,
     to_rgb,
 )
-from radpipe.progress import Progress, log
+from radpipe.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 SPLITS = dataset.SPLITS
 SPLIT_ALIASES = {
@@ -236,7 +239,7 @@ def discover(root: Path, class_map: dict[str, str], separator: str, report: Inge
             )
         others = [p.name for p in top if p.is_dir() and p.name.lower() not in SPLIT_ALIASES]
         if others:
-            log(f"ingest: ignoring folders beside the splits: {', '.join(others)}")
+            logger.info(f"ingest: ignoring folders beside the splits: {', '.join(others)}")
         sources = [(split, folder) for split, folder in split_dirs.items()]
     else:
         sources = [(None, root)]
@@ -273,7 +276,7 @@ def inspect_images(
     pattern = re.compile(config.group_pattern) if config.group_pattern else None
     salt = dicom.group_salt()
     readable = []
-    with Progress("ingest: reading images", len(images), " files") as bar:
+    with Progress("ingest: reading images", len(images), "files") as bar:
         for image in images:
             check_size(image, config)
             if is_dicom(image.path):
@@ -394,7 +397,7 @@ def find_near_duplicates(images: list[SourceImage], config: DataConfig) -> list[
         return []
     started = time.monotonic()
     pairs = list(close_pairs([i.phash for i in images], config.near_duplicate_bits))
-    log(
+    logger.info(
         f"ingest: {len(pairs)} near-duplicate pairs among {len(images)} images "
         f"({HASH_NAME} within {config.near_duplicate_bits} bits, {time.monotonic() - started:.1f} s)"
     )
@@ -566,7 +569,7 @@ def write_dataset(images: list[SourceImage], report: IngestReport, output_dir: P
     with storage.atomic_path(output_dir) as staging:
         staging.mkdir(parents=True)
         files = []
-        with Progress("ingest: writing data set", len(images), " files") as bar:
+        with Progress("ingest: writing data set", len(images), "files") as bar:
             for image in sorted(images, key=lambda i: (SPLITS.index(i.split or "train"), i.label, i.relpath)):
                 rel = f"{image.split}/{image.label}/{_safe_name(image)}"
                 target = staging / rel
@@ -631,14 +634,14 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
         timeout_key=storage.TIMEOUT_KEY,
     )
     if storage.is_archive(source):
-        log(f"ingest: unpacking {source.name}")
+        logger.info(f"ingest: unpacking {source.name}")
         source = storage.unpack(source, workdir / "unpacked", archive_limits(config))
     if not source.is_dir():
         raise DataError(f"{config.uri} is neither a folder nor a .zip/.tar.gz archive of one")
     root = find_root(source)
     class_map = load_class_map(config.class_map, config.download_timeout_seconds)
     images = discover(root, class_map, config.class_separator, report)
-    log(f"ingest: found {len(images)} image files under {config.uri}")
+    logger.info(f"ingest: found {len(images)} image files under {config.uri}")
     images = inspect_images(images, config, report, workdir)
     images = deduplicate(images, report)
     images = remove_same_patient(images, report)
@@ -648,15 +651,15 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
     assign_splits(images, config, report)
     report.grouping["across_splits"] = sum(1 for splits in _splits_of_groups(images).values() if len(splits) > 1)
     if report.grouping["across_splits"]:
-        log(
-            f"ingest: WARNING: {report.grouping['across_splits']} groups (scans) have images in more than one of "
+        logger.warning(
+            f"ingest: {report.grouping['across_splits']} groups (scans) have images in more than one of "
             "the given splits; splits made by ingest never divide a group, given ones are kept as they are"
         )
     if config.near_duplicates:
         report.near_duplicates["left"] = _cross_split_pairs(images, pairs)
     report.dicom = dicom_files.summarize((i.label, i.format, i.dicom, i.group_key) for i in images)
     if warning := dicom_files.format_confound(report.dicom):
-        log(f"ingest: WARNING: {warning}")
+        logger.warning(f"ingest: {warning}")
     report.class_names = check_classes(images, config.uri)
     report.counts = {
         split: {label: sum(1 for i in images if i.split == split and i.label == label) for label in report.class_names}
@@ -665,8 +668,8 @@ def ingest(config: DataConfig, output_dir: str | Path, workdir: str | Path) -> I
     for split in ("val", "test"):
         empty = [label for label, n in report.counts[split].items() if n == 0]
         if empty:
-            log(f"ingest: WARNING: no {split} images left for {', '.join(empty)}; metrics for them will be missing")
+            logger.warning(f"ingest: no {split} images left for {', '.join(empty)}; metrics for them will be missing")
     report.fingerprint = fingerprint(images, report.class_names)
     write_dataset(images, report, Path(output_dir), config.uri)
-    log("ingest: done\n" + report.summary())
+    logger.info("ingest: done\n" + report.summary())
     return report

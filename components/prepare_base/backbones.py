@@ -6,6 +6,7 @@ layer of the graph (``normalize``), so that no caller ever has to know a backbon
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import warnings
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from radpipe.errors import WeightsError
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 _GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -91,7 +93,7 @@ def imagenet_weights(backbone: Backbone, download_timeout: float = 60.0) -> Path
         return cached
     import keras
 
-    log(f"prepare-base: downloading ImageNet weights for {backbone.name} from {backbone.weights_url}")
+    logger.info(f"prepare-base: downloading ImageNet weights for {backbone.name} from {backbone.weights_url}")
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(download_timeout)
     try:

@@ -7,6 +7,7 @@ so that train can freeze and unfreeze it and Grad-CAM can reach its last convolu
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ from radpipe.config import ModelConfig
 from radpipe.errors import WeightsError
 from radpipe.modelspec import ModelSpec, save_model_dir
 from radpipe.preprocessing import Preprocessing
-from radpipe.progress import log
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_weights(weights: str, backbone: Backbone, workdir: Path) -> Path | None:
     """'none' -> None (random, only when asked for), 'imagenet' -> the cached file, else fetch the URI."""
     if weights == "none":
-        log(f"prepare-base: WARNING: backbone '{backbone.name}' starts from RANDOM weights (model.weights=none)")
+        logger.warning(f"prepare-base: backbone '{backbone.name}' starts from RANDOM weights (model.weights=none)")
         return None
     if weights == "imagenet":
         return imagenet_weights(backbone)
@@ -105,7 +107,9 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
     backbone = BACKBONES[config.backbone]
     weights_path = resolve_weights(config.weights, backbone, Path(workdir))
     scales = config.pixel_scales()
-    log(f"prepare-base: {backbone.name} at {', '.join(map(str, scales))} px, weights: {weights_path or 'random'}")
+    logger.info(
+        f"prepare-base: {backbone.name} at {', '.join(map(str, scales))} px, weights: {weights_path or 'random'}"
+    )
     model = build_classifier(config, len(class_names), weights_path)
     spec = ModelSpec(
         class_names=list(class_names),
@@ -122,5 +126,5 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
         },
     )
     save_model_dir(model, spec, output_dir)
-    log(f"prepare-base: saved {model.count_params():,} parameters to {output_dir}")
+    logger.info(f"prepare-base: saved {model.count_params():,} parameters to {output_dir}")
     return spec

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from radpipe import storage
 from radpipe.dataset import Split
 from radpipe.errors import StorageError
 from radpipe.modelspec import ModelSpec
-from radpipe.progress import Progress, log
+from radpipe.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -78,7 +81,7 @@ def feature_extractor(model: Any, spec: ModelSpec) -> Any:
 
 def compute(extractor: Any, split: Split, batch_size: int) -> np.ndarray:
     chunks = []
-    with Progress(f"train: backbone features of {split.name}", len(split), " images") as bar:
+    with Progress(f"train: backbone features of {split.name}", len(split), "images") as bar:
         for start in range(0, len(split), batch_size):
             batch = split.images[start : start + batch_size].astype(np.float32)
             chunks.append(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32))
@@ -138,11 +141,11 @@ def backbone_features(
     if uri:
         cached = _load(uri, splits)
         if cached is not None:
-            log(f"train: backbone features from the cache ({uri})")
+            logger.info(f"train: backbone features from the cache ({uri})")
             return Features(cached, key, True, time.monotonic() - started)
     extractor = feature_extractor(model, spec)
     features = {split.name: compute(extractor, split, batch_size) for split in splits}
     if uri:
         _store(uri, features, splits, key)
-        log(f"train: cached backbone features at {uri}")
+        logger.info(f"train: cached backbone features at {uri}")
     return Features(features, key, False, time.monotonic() - started)

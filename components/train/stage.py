@@ -66,6 +66,7 @@ def run(
         best = {f"best_{k}": v for k, v in result.val_metrics.items()}
         mlflow.log_metrics({**best, "best_epoch": result.best_epoch, "train_seconds": result.seconds})
         mlflow.log_dict({"history": result.history}, "training/history.json")
+        mlflow.set_tag("radpipe.train.ended", "\n".join(result.spec.extra.get("phase_ends", [])))
         if "logistic_head" in result.spec.extra:  # every C tried, and the one kept (lowest validation loss)
             tried = result.spec.extra["logistic_head"]
             mlflow.log_dict({"tried": tried}, "training/logistic_head.json")

@@ -11,6 +11,7 @@ Choices that matter for small medical data sets, and why:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from radpipe.config import AugmentationConfig, TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import ConfigError, DataError
 from radpipe.modelspec import ModelSpec, load_model_dir, save_model_dir
-from radpipe.progress import log
 from radpipe.validation import validation_scores
+
+logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -116,23 +118,38 @@ class BestEpoch:
         self.best = float("inf")
         self.best_epoch = -1
         self.best_weights: list[np.ndarray] | None = None
+        self.phase_ends: list[str] = []
+        """Why each phase ended, in words: a changed epoch count with no visible effect says why here."""
 
-    def callback(self, model: Any) -> Any:
+    def callback(self, model: Any, phase: str, epochs: int) -> Any:
         import keras
 
         tracker = self
 
         class _Callback(keras.callbacks.Callback):
             def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-                self.phase_best, self.wait = float("inf"), 0
+                self.phase_best, self.phase_best_epoch, self.wait, self.ran = float("inf"), -1, 0, 0
+
+            def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+                best = f"its best val_loss {self.phase_best:.4f} at epoch {self.phase_best_epoch + 1}"
+                if self.ran < epochs:
+                    why = (
+                        f"{phase}: stopped early after {self.ran} of {epochs} epochs: val_loss did not improve "
+                        f"for {tracker.patience} epochs (train.early_stopping_patience); {best}"
+                    )
+                else:
+                    why = f"{phase}: ran all {epochs} epochs; {best}"
+                tracker.phase_ends.append(why)
+                logger.info(f"train: {why}")
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.ran += 1
                 current = float((logs or {}).get("val_loss", np.inf))
                 if current < tracker.best:
                     tracker.best, tracker.best_epoch = current, epoch
                     tracker.best_weights = model.get_weights()
                 if current < self.phase_best:
-                    self.phase_best, self.wait = current, 0
+                    self.phase_best, self.phase_best_epoch, self.wait = current, epoch, 0
                     return
                 self.wait += 1
                 if tracker.patience and self.wait >= tracker.patience:
@@ -170,7 +187,7 @@ def _epoch_reporter(phase: str, total_epochs: int, on_epoch: EpochCallback | Non
                 "seconds": time.monotonic() - self._started,
             }
             history.append(record)
-            log(
+            logger.info(
                 f"train: epoch {record['epoch']}/{total_epochs} ({phase}) loss={record['loss']:.4f} "
                 f"acc={record['accuracy']:.3f} val_loss={record['val_loss']:.4f} "
                 f"val_acc={record['val_accuracy']:.3f} [{record['seconds']:.1f}s]"
@@ -227,7 +244,7 @@ def fit_logistic_head(
         scores = validation_scores(val.labels, probabilities, len(spec.class_names))
         record = {"c": c, **scores, "seconds": time.monotonic() - started}
         tried.append(record)
-        log(
+        logger.info(
             f"train: logistic head C={c:g}: val_loss={scores['val_loss']:.4f} val_acc={scores['val_accuracy']:.3f} "
             f"val_macro_f1={scores['val_macro_f1']:.3f}"
         )
@@ -243,7 +260,7 @@ def fit_logistic_head(
     kernel = (coef / scaler.scale_).T
     bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
     layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    log(f"train: logistic head: kept C={record['c']:g} (lowest validation log loss of {len(tried)})")
+    logger.info(f"train: logistic head: kept C={record['c']:g} (lowest validation log loss of {len(tried)})")
     return tried
 
 
@@ -282,8 +299,13 @@ def train_model(
     val = load_split(dataset_dir, "val", spec.preprocessing, spec.class_names)
     if len(val) == 0:
         raise DataError("the data set has no validation images; ingest makes a val split, re-run ingest")
-    log(f"train: {len(train)} training and {len(val)} validation images, classes {spec.class_names}")
+    logger.info(f"train: {len(train)} training and {len(val)} validation images, classes {spec.class_names}")
     weights = class_weights(train) if config.class_weights else None
+    if config.head == "logistic" and not config.fine_tune_layers and config.epochs != TrainConfig().epochs:
+        logger.warning(
+            f"train: train.epochs={config.epochs} has no effect: the logistic head (train.head) is fit by "
+            "scikit-learn, and fine-tuning is off (train.fine_tune_layers=0)"
+        )
     best = BestEpoch(config.early_stopping_patience)
     history: list[dict[str, Any]] = []
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -310,6 +332,11 @@ def train_model(
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
             best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
             kept = min(tried, key=lambda r: r["val_loss"])
+            best.phase_ends.append(
+                f"head: scikit-learn's logistic regression fit to convergence for each of {len(tried)} C values "
+                f"(train.head_c), kept C={kept['c']:g}; train.epochs and train.learning_rate apply to "
+                "train.head 'keras' and to fine-tuning only"
+            )
             record = {
                 "epoch": 1,
                 "phase": "head",
@@ -334,7 +361,10 @@ def train_model(
                 epochs=config.epochs,
                 class_weight=weights,
                 shuffle=True,
-                callbacks=[best.callback(model), _epoch_reporter("head", total, on_epoch, history)],
+                callbacks=[
+                    best.callback(model, "head", config.epochs),
+                    _epoch_reporter("head", total, on_epoch, history),
+                ],
                 verbose=0,
             )
     else:  # the frozen phase end to end, with augmentation: slower, kept for comparison (bench/)
@@ -347,14 +377,17 @@ def train_model(
             epochs=config.epochs,
             class_weight=weights,
             shuffle=False,  # tf.data already shuffles, reproducibly
-            callbacks=[best.callback(model), _epoch_reporter("frozen", total, on_epoch, history)],
+            callbacks=[
+                best.callback(model, "frozen", config.epochs),
+                _epoch_reporter("frozen", total, on_epoch, history),
+            ],
             verbose=0,
         )
     if config.fine_tune_layers:
         best.restore(model)  # fine-tune from the best head, not the last epoch's
         frozen_epochs = len(history)
         unfrozen = set_trainable(model, spec, config.fine_tune_layers)
-        log(f"train: fine-tuning the top {config.fine_tune_layers} backbone layers ({unfrozen} with weights)")
+        logger.info(f"train: fine-tuning the top {config.fine_tune_layers} backbone layers ({unfrozen} with weights)")
         wrapper = training_model(model, config)
         rate = learning_rate(
             config, config.fine_tune_learning_rate, config.fine_tune_epochs, steps, config.fine_tune_warmup_epochs
@@ -367,19 +400,23 @@ def train_model(
             epochs=frozen_epochs + config.fine_tune_epochs,
             class_weight=weights,
             shuffle=False,
-            callbacks=[best.callback(model), _epoch_reporter("fine-tune", total, on_epoch, history)],
+            callbacks=[
+                best.callback(model, "fine-tune", config.fine_tune_epochs),
+                _epoch_reporter("fine-tune", total, on_epoch, history),
+            ],
             verbose=0,
         )
     best.restore(model)
     set_trainable(model, spec, 0)
     val_metrics = validation_metrics(model, val, config.batch_size)
-    log(
+    logger.info(
         f"train: best epoch {best.best_epoch + 1}: val_loss={val_metrics['val_loss']:.4f} "
         f"val_acc={val_metrics['val_accuracy']:.3f} val_macro_f1={val_metrics['val_macro_f1']:.3f}"
     )
     spec = spec.with_extra(
         train_config=config.to_dict(),
         best_epoch=best.best_epoch + 1,
+        phase_ends=best.phase_ends,
         val_metrics=val_metrics,
         history=history,
         class_counts={"train": train.class_counts(), "val": val.class_counts()},
