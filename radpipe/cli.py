@@ -3,8 +3,8 @@
 Each subcommand is a ``cmd_<name>`` function below, registered in :func:`build_parser`. Exit statuses
 (:data:`EXIT_STATUSES`, docs/development.md): 0 done; 1 ``predict`` could not read some images; 2 an error
 a user can fix (:class:`radpipe.errors.RadpipeError`, printed as ``error: ...``, and argparse's usage
-errors); 3 ``run --require-challenger`` and the new version failed the gate; 130 interrupted. Anything
-else is a bug and keeps its traceback.
+errors); 3 ``run --require-challenger`` and the new version failed the gate; 130 interrupted; 128 + N
+stopped by signal N (SIGTERM: 143). Anything else is a bug and keeps its traceback.
 
 Logging: every module logs through ``logging.getLogger(__name__)``; the command line shows warnings,
 ``-v`` adds the info records, ``-vv`` or ``--log-level DEBUG`` everything (``RADPIPE_LOG_LEVEL`` when
@@ -33,6 +33,7 @@ EXIT_STATUSES = {
     2: "an error you can fix: the message says what and how; also a command line argparse refused",
     EXIT_GATE_FAILED: "run --require-challenger: the new version failed the gate (no alias moved)",
     130: "interrupted (Ctrl-C)",
+    143: "stopped by SIGTERM (128 + the signal; SIGHUP 129): run stops its tasks and marks its MLflow runs FAILED",
 }
 
 
@@ -134,7 +135,8 @@ def _local_artifact(uri: str) -> str:
         location = f"{mlflow.MlflowClient().get_run(run_id).info.artifact_uri}/{path}"
     except Exception:  # a path to show, not a reason to fail a finished run
         return ""
-    return str(storage.local_path(location)) if storage.scheme(location) == "file" else ""
+    local = location.startswith("/") or location.startswith("file:")  # not s3://, mlflow-artifacts:/, ...
+    return str(storage.local_path(location)) if local else ""
 
 
 def _version_of(tracking_uri: str, name: str, version: str) -> tuple[list[str], dict[str, str]]:
@@ -342,6 +344,7 @@ def _registry_call(action):  # type: ignore[no-untyped-def]
     from radpipe import registry, tracking
 
     uri = tracking.resolve_tracking_uri(allow_embedded=True)
+    print(f"registry: {uri}", file=sys.stderr)  # which store was found (stderr: --json output stays JSON)
     mlflow.set_tracking_uri(uri)
     try:
         return action(registry.client(uri))
