@@ -205,8 +205,9 @@ def test_a_broken_or_stale_stage_image_fails_the_local_run_with_what_to_do(
     run = ["run", "--runner", "docker", "--config", str(DEMO), "--data", str(SAMPLE)]
     missing = radpipe(*run, "--image-tag", broken_images["missing-module"], cwd=tmp_path, env=env)
     assert missing.returncode == 2
-    error = missing.stderr.strip().splitlines()[-1]
+    error = next(line for line in missing.stderr.splitlines() if line.startswith("error: "))
     assert error.startswith("error: ingest failed: this environment lacks a module the stage imports")
+    assert "full log: " in missing.stderr  # the line after the error names the run's log file
     assert "No module named 'PIL'" in error and "images/ingest/requirements.txt" in error
     assert "Traceback" not in error
     stale = radpipe(*run, "--image-tag", broken_images["stale"], cwd=tmp_path, env=env, timeout=120)
