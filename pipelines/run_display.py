@@ -24,6 +24,9 @@ _TASK_RECORD = re.compile(r"^\[KFP Executor \S+ \S+ (?P<level>[A-Z]+)\]: (?P<mes
 """A record logged inside a task (kfp's executor format)."""
 _RUNNER_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - (?P<level>[A-Z]+) - (?P<message>.*)$")
 """A record of kfp.local itself (its local format)."""
+_OWN_RECORD = re.compile(r"^[a-z][a-z -]*: ")
+"""radpipe's records start with their stage or module (``train: ...``); a library's warning does not (TensorFlow's
+retracing notes, MLflow's deprecations): those are detail, on the terminal from -v on, like the CLI's own."""
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\S+)")
 _KFP_NOISE = ("Got executor_input", "Loading KFP component", "Wrote executor output", "Did not write output file")
@@ -104,7 +107,9 @@ class RunDisplay:
         self._echoing = False
         if (progress := RECORD.match(message)) and self._current is not None:
             self._progress(self._current, progress)
-        elif isinstance(level, int) and level >= logging.WARNING:
+        elif isinstance(level, int) and (
+            level >= logging.ERROR or (level == logging.WARNING and _OWN_RECORD.match(message))
+        ):
             stage = self._current.name if self._current else "run"
             said = message if message.startswith(f"{stage}: ") else f"{stage}: {message}"
             self._print(f"{match['level'].lower()}: {said}")
