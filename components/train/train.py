@@ -264,6 +264,36 @@ def fit_logistic_head(
     return tried
 
 
+def _fit_end_to_end(
+    model: Any,
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    loss: Any,
+    rate: Any,
+    weights: dict[int, float] | None,
+    first_epoch: int,
+    epochs: int,
+    callbacks: list[Any],
+) -> None:
+    """One phase through the augmenting wrapper on images (frozen end to end, or fine-tuning); its epochs are
+    numbered on from ``first_epoch`` so that both phases share one history."""
+    import keras
+
+    wrapper = training_model(model, config)
+    wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
+    wrapper.fit(
+        to_dataset(train, config.batch_size, True, config.seed),
+        validation_data=to_dataset(val, config.batch_size, False, 0),
+        initial_epoch=first_epoch,
+        epochs=first_epoch + epochs,
+        class_weight=weights,
+        shuffle=False,  # tf.data already shuffles, reproducibly
+        callbacks=callbacks,
+        verbose=0,
+    )
+
+
 def learning_rate(config: TrainConfig, base: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0) -> Any:
     """Constant, or cosine decay to 0 over the phase after a linear warm-up (which keeps the first
     fine-tuning steps from wrecking the pretrained features with a cold optimizer)."""
@@ -368,43 +398,23 @@ def train_model(
                 verbose=0,
             )
     else:  # the frozen phase end to end, with augmentation: slower, kept for comparison (bench/)
-        wrapper = training_model(model, config)
         rate = learning_rate(config, config.learning_rate, config.epochs, steps)
-        wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
-        wrapper.fit(
-            to_dataset(train, config.batch_size, True, config.seed),
-            validation_data=to_dataset(val, config.batch_size, False, 0),
-            epochs=config.epochs,
-            class_weight=weights,
-            shuffle=False,  # tf.data already shuffles, reproducibly
-            callbacks=[
-                best.callback(model, "frozen", config.epochs),
-                _epoch_reporter("frozen", total, on_epoch, history),
-            ],
-            verbose=0,
-        )
+        callbacks = [best.callback(model, "frozen", config.epochs), _epoch_reporter("frozen", total, on_epoch, history)]
+        _fit_end_to_end(model, train, val, config, loss, rate, weights, 0, config.epochs, callbacks)
     if config.fine_tune_layers:
         best.restore(model)  # fine-tune from the best head, not the last epoch's
         frozen_epochs = len(history)
         unfrozen = set_trainable(model, spec, config.fine_tune_layers)
         logger.info(f"train: fine-tuning the top {config.fine_tune_layers} backbone layers ({unfrozen} with weights)")
-        wrapper = training_model(model, config)
         rate = learning_rate(
             config, config.fine_tune_learning_rate, config.fine_tune_epochs, steps, config.fine_tune_warmup_epochs
         )
-        wrapper.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
-        wrapper.fit(
-            to_dataset(train, config.batch_size, True, config.seed),
-            validation_data=to_dataset(val, config.batch_size, False, 0),
-            initial_epoch=frozen_epochs,
-            epochs=frozen_epochs + config.fine_tune_epochs,
-            class_weight=weights,
-            shuffle=False,
-            callbacks=[
-                best.callback(model, "fine-tune", config.fine_tune_epochs),
-                _epoch_reporter("fine-tune", total, on_epoch, history),
-            ],
-            verbose=0,
+        callbacks = [
+            best.callback(model, "fine-tune", config.fine_tune_epochs),
+            _epoch_reporter("fine-tune", total, on_epoch, history),
+        ]
+        _fit_end_to_end(
+            model, train, val, config, loss, rate, weights, frozen_epochs, config.fine_tune_epochs, callbacks
         )
     best.restore(model)
     set_trainable(model, spec, 0)
