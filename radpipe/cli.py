@@ -338,19 +338,18 @@ def _serve_in_docker(manifest: dict, served, port: int) -> None:  # type: ignore
 
 def _registry_call(action):  # type: ignore[no-untyped-def]
     """Run ``action(client)`` against the configured registry; MLflow's own failures become clear errors."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     from radpipe import registry, tracking
 
     uri = tracking.resolve_tracking_uri(allow_embedded=True)
     print(f"registry: {uri}", file=sys.stderr)  # which store was found (stderr: --json output stays JSON)
-    mlflow.set_tracking_uri(uri)
     try:
-        return action(registry.client(uri))
-    except MlflowException as exc:
+        return action(registry.command_client(uri))
+    except Exception as exc:
+        failure = registry.store_failure(exc)
+        if failure is None:
+            raise
         raise RadpipeError(
-            f"the MLflow registry at {uri} failed: {exc.message}; check that it runs and MLFLOW_TRACKING_URI"
+            f"the MLflow registry at {uri} failed: {failure}; check that it runs and MLFLOW_TRACKING_URI"
         ) from exc
 
 

@@ -24,13 +24,14 @@ import datetime
 import getpass
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from radpipe.config import ALIAS_PATTERN
-from radpipe.errors import RegistryError
+from radpipe.errors import RadpipeError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,28 @@ def client(tracking_uri: str | None = None) -> Any:
     return MlflowClient(tracking_uri) if tracking_uri else MlflowClient()
 
 
+def command_client(tracking_uri: str) -> Any:
+    """The client of ``radpipe models / promote / rollback``: for the embedded store its own sqlite reader
+    (no ``import mlflow``, so a listing takes a fraction of a second), else MLflow's client."""
+    from radpipe import embedded_registry
+
+    store = embedded_registry.open_store(tracking_uri)
+    return store if store is not None else client(tracking_uri)
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """The message of a failure the store reported: MLflow's ``MlflowException`` or the embedded reader's
+    ``StoreError`` (both carry MLflow's ``error_code``, so neither needs ``import mlflow`` to recognise).
+    ``None`` for anything else."""
+    if isinstance(exc, sqlite3.Error):  # the embedded store's file (locked, read-only, damaged)
+        return str(exc)
+    if isinstance(exc, RadpipeError) or not getattr(exc, "error_code", None):
+        return None
+    return str(getattr(exc, "message", exc))
+
+
 def _code(exc: BaseException) -> str:
-    return str(getattr(exc, "error_code", ""))
+    return str(getattr(exc, "error_code", "")) if store_failure(exc) is not None else ""
 
 
 def _now() -> str:
@@ -101,14 +122,13 @@ def _set_alias(mlflow_client: Any, name: str, alias: str, version: str, attempts
     both insert and one fails on the unique key (seen with two pipeline runs against one server). The
     retry finds the row and updates it, so the alias ends on whichever version was set last.
     """
-    from mlflow.exceptions import MlflowException
-
     for attempt in range(attempts):
         try:
             mlflow_client.set_registered_model_alias(name, alias, version)
             return
-        except MlflowException as exc:
-            if attempt == attempts - 1 or not any(s in exc.message for s in _UNIQUE_VIOLATION):
+        except Exception as exc:
+            message = store_failure(exc)
+            if attempt == attempts - 1 or message is None or not any(s in message for s in _UNIQUE_VIOLATION):
                 raise
             time.sleep(0.05 * (attempt + 1))
 
@@ -118,11 +138,9 @@ def _set_alias(mlflow_client: Any, name: str, alias: str, version: str, attempts
 
 def aliases(mlflow_client: Any, name: str) -> dict[str, str]:
     """alias -> version of the registered model ``name``; empty if the model does not exist (yet)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         model = mlflow_client.get_registered_model(name)
-    except MlflowException as exc:
+    except Exception as exc:
         if _code(exc) == _NOT_FOUND:
             return {}
         raise
@@ -130,11 +148,9 @@ def aliases(mlflow_client: Any, name: str) -> dict[str, str]:
 
 
 def require_model(mlflow_client: Any, name: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow_client.get_registered_model(name)
-    except MlflowException as exc:
+    except Exception as exc:
         if _code(exc) != _NOT_FOUND:
             raise
     names = sorted(m.name for m in mlflow_client.search_registered_models(max_results=100))
@@ -146,12 +162,10 @@ def require_model(mlflow_client: Any, name: str) -> Any:
 
 
 def get_version(mlflow_client: Any, name: str, version: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
     require_model(mlflow_client, name)
     try:
         return mlflow_client.get_model_version(name, str(version))
-    except MlflowException as exc:
+    except Exception as exc:
         if _code(exc) != _NOT_FOUND:
             raise
     raise RegistryError(f"{name} has no version {version}; `radpipe models {name}` lists its versions")
@@ -203,11 +217,9 @@ def create_version(
     model_id: str | None = None,
 ) -> str:
     """A new version of ``name``, created ``pending`` with all its tags in one call; its number."""
-    from mlflow.exceptions import MlflowException
-
     try:
         mlflow_client.create_registered_model(name, description=MODEL_DESCRIPTION)
-    except MlflowException as exc:
+    except Exception as exc:
         if _code(exc) not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
     created = mlflow_client.create_model_version(
