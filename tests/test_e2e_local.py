@@ -22,6 +22,12 @@ FAST = [
     "model.scales=[0.5, 1.0]",  # the default's shape (one backbone at several scales), small
     "register.model_name=tiny",
 ]
+SEARCH = [
+    *FAST,
+    "train.epochs=7",
+    # Two candidates that differ where the logistic head looks: its regularisation.
+    "search.candidates=[{name: strong, train: {head_c: [0.001]}}, {name: weak, train: {head_c: [100.0]}}]",
+]
 
 
 @pytest.fixture
@@ -40,8 +46,12 @@ def client_for(workdir: Path):  # type: ignore[no-untyped-def]
     return mlflow.MlflowClient(uri)
 
 
-def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--data", "data", "--set", "train.epochs=7", *[arg for s in FAST for arg in ("--set", s)]]) == 0
+def test_pipeline_registers_versions_moves_aliases_and_is_reproducible(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of one config with a search over two candidates: the first becomes champion, the second
+    (the same model again: the same candidate and test scores) challenger."""
+    assert main(["run", "--data", "data", *[arg for s in SEARCH for arg in ("--set", s)]]) == 0
     out, err = capsys.readouterr()
     # Quiet: a line per stage start and end (a live bar on a terminal), the warnings, the summary; the
     # whole output of every task is in the log file the summary names, and in MLflow.
@@ -64,7 +74,8 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
 
     version = client.get_model_version("tiny", "1")
     assert len(version.tags["radpipe.data_fingerprint"]) == 64
-    assert version.tags["radpipe.candidate"] == "default"
+    first_candidate = version.tags["radpipe.candidate"]
+    assert first_candidate in ("strong", "weak")
     assert "not for clinical use" in version.description
     candidate_run = client.get_run(version.run_id)
     parent_id = candidate_run.data.tags["mlflow.parentRunId"]
@@ -103,13 +114,35 @@ def test_pipeline_registers_versions_and_moves_aliases(workdir: Path, capsys: py
     assert "Not for clinical use" in (task_dir / "model_card").read_text()
     assert version.tags["radpipe.gate"] == "passed" and version.tags["radpipe.registration"] == "complete"
 
-    # A second run that passes the gate (a generous margin: the tiny models are near chance) becomes the
-    # challenger; the champion stays where it was, to be moved by `radpipe promote`.
-    second = run_local(load_config(None, [*FAST, "data.uri=data", "train.seed=7", "register.gate.champion_margin=1.0"]))
+    # The same config again, with a gate margin: the same candidate and scores (reproducible), so it passes
+    # the gate and becomes the challenger; the champion stays, to be moved by `radpipe promote`.
+    second = run_local(load_config(None, [*SEARCH, "data.uri=data", "register.gate.champion_margin=1.0"]))
     assert second.model_uri == "models:/tiny/2" and second.gate == "passed"
+    assert second.candidate == first_candidate
+    first_metrics = client.get_run(version.run_id).data.metrics
+    assert second.test_accuracy == pytest.approx(first_metrics["test_accuracy"], abs=1e-6)
+    assert second.test_macro_f1 == pytest.approx(first_metrics["test_macro_f1"], abs=1e-6)
     assert str(client.get_model_version_by_alias("tiny", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("tiny", "champion").version) == "1"
     assert client.get_model_version("tiny", "2").tags["radpipe.gate.champion_version"] == "1"
+
+    # The search: every candidate a child run of the pipeline's run; the chosen one has the lowest validation
+    # loss (evaluate.select_by), and only it was scored on test.
+    version = client.get_model_version("tiny", "2")
+    parent_id = client.get_run(version.run_id).data.tags["mlflow.parentRunId"]
+    children = client.search_runs(
+        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    assert sorted(run.data.tags["radpipe.candidate"] for run in children) == ["strong", "weak"]
+    losses = [run.data.metrics["best_val_loss"] for run in children]
+    assert losses[0] != pytest.approx(losses[1], abs=1e-4)  # the candidates differ, so choosing means something
+    assert client.get_run(version.run_id).data.metrics["best_val_loss"] == min(losses)
+    scored = [run.info.run_id for run in children if "test_accuracy" in run.data.metrics]
+    assert scored == [version.run_id]
+    # Candidates share backbone, weights and size: features are computed once and then read from the cache.
+    assert sorted(run.data.tags["radpipe.features_cache_hit"] for run in children) == ["true", "true"]
+    for run in children:
+        assert run.data.params["train.seed"] == "42" and run.data.tags["keras.version"]
 
 
 def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,34 +169,3 @@ def test_a_failed_run_moves_no_alias_and_says_why(workdir: Path, capsys: pytest.
     assert "full log: " in str(failed.value)
     assert [str(v.version) for v in client.search_model_versions("name='tiny'")] == ["1"]
     assert client.get_registered_model("tiny").aliases == {}
-
-
-def test_search_chooses_on_validation_and_is_reproducible(workdir: Path) -> None:
-    search = [
-        *FAST,
-        "data.uri=data",
-        "search.candidates=[{name: slow, train: {learning_rate: 0.00001}}, {name: fast, train: {learning_rate: 0.01}}]",
-    ]
-    first = run_local(load_config(None, search))
-    second = run_local(load_config(None, search))
-    assert first.candidate == second.candidate
-    assert first.test_accuracy == pytest.approx(second.test_accuracy, abs=1e-6)
-    assert first.test_macro_f1 == pytest.approx(second.test_macro_f1, abs=1e-6)
-    assert (first.model_version, second.model_version) == ("1", "2")
-
-    client = client_for(workdir)
-    version = client.get_model_version("tiny", "2")
-    parent_id = client.get_run(version.run_id).data.tags["mlflow.parentRunId"]
-    children = client.search_runs(
-        [client.get_run(parent_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
-    )
-    assert sorted(run.data.tags["radpipe.candidate"] for run in children) == ["fast", "slow"]
-    # The chosen one has the lowest validation loss (evaluate.select_by); only it was scored on test.
-    chosen = client.get_run(version.run_id).data.metrics["best_val_loss"]
-    assert chosen == min(run.data.metrics["best_val_loss"] for run in children)
-    scored = [run.info.run_id for run in children if "test_accuracy" in run.data.metrics]
-    assert scored == [version.run_id]
-    # Candidates share backbone, weights and size: features are computed once and then read from the cache.
-    assert sorted(run.data.tags["radpipe.features_cache_hit"] for run in children) == ["true", "true"]
-    for run in children:
-        assert run.data.params["train.seed"] == "42" and run.data.tags["keras.version"]
