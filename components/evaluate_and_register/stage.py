@@ -27,7 +27,6 @@ from typing import Any
 
 from radpipe import deployment, storage, tracking
 from radpipe.components.evaluate_and_register import ensemble as ensembling
-from radpipe.components.evaluate_and_register import plots as plotting
 from radpipe.components.evaluate_and_register import temperature
 from radpipe.components.evaluate_and_register.champion import ChampionScore, rescore_champion
 from radpipe.components.evaluate_and_register.evaluate import (
@@ -39,17 +38,18 @@ from radpipe.components.evaluate_and_register.evaluate import (
     read_candidates,
 )
 from radpipe.components.evaluate_and_register.explain import gradcam_samples
-from radpipe.components.evaluate_and_register.findings import DataSummary, Findings
 from radpipe.components.evaluate_and_register.gate import Decision, decide
 from radpipe.components.evaluate_and_register.intervals import bootstrap
-from radpipe.components.evaluate_and_register.model_card import build_model_card
 from radpipe.components.evaluate_and_register.register import Registration, log_model, register
-from radpipe.components.evaluate_and_register.report import build_report
 from radpipe.config import EvaluateConfig, RegisterConfig, TrackingConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import RadpipeError
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
+from radpipe.reporting import plots as plotting
+from radpipe.reporting.findings import DataSummary, Findings
+from radpipe.reporting.model_card import build_model_card
+from radpipe.reporting.report import build_report
 
 logger = logging.getLogger(__name__)
 

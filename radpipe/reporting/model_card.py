@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from radpipe.components.evaluate_and_register.findings import (
+from radpipe.modelspec import ModelSpec
+from radpipe.reporting.findings import (
     NOT_FOR_CLINICAL_USE,
     DataSummary,
     Findings,
@@ -17,7 +18,6 @@ from radpipe.components.evaluate_and_register.findings import (
     fmt_interval,
     safe_source,
 )
-from radpipe.modelspec import ModelSpec
 
 METRIC_NAMES = {
     "accuracy": "Accuracy",

@@ -10,14 +10,16 @@ import datetime
 import math
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from radpipe import __version__
-from radpipe.components.evaluate_and_register.champion import ChampionScore
-from radpipe.components.evaluate_and_register.evaluate import Evaluation
-from radpipe.components.evaluate_and_register.gate import Decision
 from radpipe.config import GateConfig
 from radpipe.modelspec import ModelSpec
+
+if TYPE_CHECKING:  # the stage's results, read here, never computed: no import of the stage at run time
+    from radpipe.components.evaluate_and_register.champion import ChampionScore
+    from radpipe.components.evaluate_and_register.evaluate import Evaluation
+    from radpipe.components.evaluate_and_register.gate import Decision
 
 NOT_FOR_CLINICAL_USE = (
     "**Not for clinical use.** This model is research software. It has not been cleared or approved by any "

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from radpipe.components.evaluate_and_register.findings import NOT_FOR_CLINICAL_USE, Findings, fmt, fmt_interval
-from radpipe.components.evaluate_and_register.model_card import METRIC_NAMES
-from radpipe.components.evaluate_and_register.plots import TITLES
+from radpipe.reporting.findings import NOT_FOR_CLINICAL_USE, Findings, fmt, fmt_interval
+from radpipe.reporting.model_card import METRIC_NAMES
+from radpipe.reporting.plots import TITLES
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;margin:0;background:#f6f8fa}

@@ -10,16 +10,18 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from radpipe import storage
-from radpipe.components.evaluate_and_register.calibration import Reliability
-from radpipe.components.evaluate_and_register.evaluate import Evaluation
-from radpipe.components.evaluate_and_register.explain import GradcamSample
 from radpipe.gradcam import overlay
+
+if TYPE_CHECKING:  # the stage's results, drawn here, never computed: no import of the stage at run time
+    from radpipe.components.evaluate_and_register.calibration import Reliability
+    from radpipe.components.evaluate_and_register.evaluate import Evaluation
+    from radpipe.components.evaluate_and_register.explain import GradcamSample
 
 DPI = 110
 SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
