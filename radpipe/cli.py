@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline locally (kfp.local) and print what it registered."""
     config = _load_config(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from radpipe.model_uri import ModelUri
     from radpipe.pipelines.local_run import run_local
     from radpipe.registry import PASSED
 
@@ -93,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         image_tag=args.image_tag,
         log_level=args.level,
     )
-    name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
+    registered = ModelUri.parse(result.model_uri)
+    name, version = registered.name, str(registered.version)
     aliases, tags = _version_of(result.tracking_uri, name, version)
     lines = [
         "",

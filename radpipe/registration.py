@@ -22,6 +22,7 @@ import numpy as np
 
 from radpipe import registry
 from radpipe.errors import RegistryError
+from radpipe.model_uri import version_uri
 from radpipe.modelspec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Registration:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return version_uri(self.name, self.version)
 
 
 @dataclass

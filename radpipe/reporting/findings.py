@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from radpipe import __version__
 from radpipe.config import GateConfig
+from radpipe.model_uri import version_uri
 from radpipe.modelspec import ModelSpec
 
 if TYPE_CHECKING:  # the stage's results, read here, never computed: no import of the stage at run time
@@ -100,7 +101,7 @@ class Findings:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
+        return version_uri(self.model_name, self.version)
 
     @property
     def test_images(self) -> int:
