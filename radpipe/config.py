@@ -27,6 +27,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from radpipe import dicom
+from radpipe.aliases import alias_problem
 from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -39,8 +40,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 DEFAULT_GROUP_PATTERN = r"(?P<scan>.+?)(?:\s*\(\d+\)|\s*-\s*Copy)*"
 """A scan id followed by any number of ``" (N)"`` and ``" - Copy"`` (what copying files in a file manager adds)."""
-# MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
-ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
 
 
 def _fail(path: str, problem: str) -> typing.NoReturn:
@@ -487,13 +486,8 @@ class RegisterConfig(Section):
             "must not contain '@' or '/' (nor quotes or backslashes)",
         )
         for key in ("champion_alias", "challenger_alias"):
-            value = getattr(self, key)
-            _check(
-                bool(ALIAS_PATTERN.fullmatch(value)) and not value.startswith("previous-"),
-                _join(path, key),
-                f"{value!r} is not a usable alias: letters, digits, '_' and '-' only, not 'latest', not 'v<number>', "
-                "not starting with 'previous-' (radpipe keeps those for rollback)",
-            )
+            problem = alias_problem(getattr(self, key))
+            _check(not problem, _join(path, key), problem)
         _check(
             self.champion_alias != self.challenger_alias,
             _join(path, "challenger_alias"),

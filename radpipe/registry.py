@@ -29,14 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from radpipe.config import ALIAS_PATTERN
+from radpipe.aliases import alias_problem, previous_alias
 from radpipe.errors import RegistryError
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PREVIOUS_PREFIX = "previous-"
 HISTORY_TAG_PREFIX = "radpipe.history."
 MAX_HISTORY = 50
 
@@ -49,10 +48,6 @@ PASSED = "passed"
 
 MODEL_DESCRIPTION = "Image classifier trained by radpipe. Research use only, not for clinical use."
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
-
-
-def previous_alias(alias: str) -> str:
-    return f"{PREVIOUS_PREFIX}{alias}"
 
 
 def client(tracking_uri: str | None = None) -> Any:
@@ -82,13 +77,9 @@ def _name_filter(name: str) -> str:
 
 def check_alias(alias: str) -> None:
     """Refuse names MLflow rejects or reserves, and the ``previous-*`` aliases radpipe manages itself."""
-    if not ALIAS_PATTERN.fullmatch(alias):
-        raise RegistryError(
-            f"{alias!r} is not a usable alias: letters, digits, '_' and '-' only; 'latest' and 'v<number>' are "
-            "reserved by MLflow"
-        )
-    if alias.startswith(PREVIOUS_PREFIX):
-        raise RegistryError(f"aliases starting with {PREVIOUS_PREFIX!r} are kept by radpipe for rollback")
+    problem = alias_problem(alias)
+    if problem:
+        raise RegistryError(problem)
 
 
 _UNIQUE_VIOLATION = ("UNIQUE constraint", "IntegrityError", "Duplicate entry", "duplicate key")
