@@ -28,6 +28,7 @@ import yaml
 
 from radpipe import dicom
 from radpipe.aliases import alias_problem
+from radpipe.backbones import BACKBONES
 from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -37,7 +38,6 @@ DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 """25 megapixels (5000 x 5000): above digital radiographs and mammograms; what serving accepts by default."""
 
-BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 DEFAULT_GROUP_PATTERN = r"(?P<scan>.+?)(?:\s*\(\d+\)|\s*-\s*Copy)*"
 """A scan id followed by any number of ``" (N)"`` and ``" - Copy"`` (what copying files in a file manager adds)."""
 
