@@ -190,6 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify images with a registered or local model; one JSON line per image."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from radpipe import storage, tracking
+    from radpipe.batches import batch_slices
     from radpipe.classifier import Classifier
     from radpipe.preprocessing import ImageError, check_pixels
 
@@ -202,8 +203,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         raise RadpipeError("no image files found in the given paths")
     lines, failures = [], 0
-    for start in range(0, len(files), args.batch_size):
-        chunk = files[start : start + args.batch_size]
+    for part in batch_slices(len(files), args.batch_size):
+        chunk = files[part]
         arrays, ok = [], []
         for path in chunk:
             try:

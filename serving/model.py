@@ -22,6 +22,7 @@ from kserve import InferRequest, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from PIL import Image
 
+from radpipe.batches import batch_slices
 from radpipe.classifier import Classifier
 from radpipe.gradcam import GradCam, overlay
 from radpipe.model_uri import ModelUri, is_model_uri
@@ -271,8 +272,8 @@ class RadpipeModel(Model):
         step = self.max_batch_size  # as for predictions: no model call on more images than that
         heatmaps = np.concatenate(
             [
-                self.gradcam.heatmaps(np.asarray(images[i : i + step], np.float32), class_index=classes[i : i + step])
-                for i in range(0, len(images), step)
+                self.gradcam.heatmaps(np.asarray(images[part], np.float32), class_index=classes[part])
+                for part in batch_slices(len(images), step)
             ]
         )
         pngs = []
