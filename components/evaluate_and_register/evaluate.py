@@ -47,7 +47,9 @@ class Candidate:
         return selection_key(self.val_metrics, select_by)
 
 
-def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[Candidate]:
+def read_candidates(paths: list[str]) -> list[Candidate]:
+    """The trained candidates in ``paths`` (KFP ``Model`` folders), named and with their MLflow runs as train
+    recorded them."""
     candidates = []
     for i, path in enumerate(paths):
         spec = read_spec(path)
@@ -57,7 +59,7 @@ def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[
                 path=Path(path),
                 spec=spec,
                 name=str(extra.get("candidate", f"candidate-{i}")),
-                run_id=(run_ids[i] if run_ids else str(extra.get("mlflow_run_id", ""))),
+                run_id=str(extra.get("mlflow_run_id", "")),
                 val_metrics=dict(extra.get("val_metrics", {})),
             )
         )
