@@ -517,7 +517,7 @@ class TrackingConfig(Section):
 
 
 @dataclass(frozen=True)
-class Candidate(Section):
+class CandidateConfig(Section):
     """One candidate configuration: overrides of the ``model`` and ``train`` sections."""
 
     name: str = ""
@@ -531,7 +531,7 @@ class SearchConfig(Section):
 
     An empty list trains the ``model``/``train`` sections as they are (one candidate)."""
 
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[CandidateConfig] = field(default_factory=list)
     parallelism: int = 1
     """Candidates trained at once: subprocesses with kfp.local (keep 1 on a laptop), pods on a cluster
     (0 = no limit)."""
@@ -576,16 +576,16 @@ class Config(Section):
     def candidate_list(self) -> list[dict[str, Any]]:
         """The pipeline's ``candidates`` parameter: named candidates, or the base config as one."""
         if not self.search.candidates:
-            return [Candidate(name="default").to_dict()]
+            return [CandidateConfig(name="default").to_dict()]
         return [c.replace(name=c.name or f"candidate-{i}").to_dict() for i, c in enumerate(self.search.candidates)]
 
 
 def resolve_candidate(
-    model: ModelConfig, train: TrainConfig, candidate: Candidate | Mapping[str, Any], path: str = "candidate"
+    model: ModelConfig, train: TrainConfig, candidate: CandidateConfig | Mapping[str, Any], path: str = "candidate"
 ) -> tuple[ModelConfig, TrainConfig]:
     """The ``model`` and ``train`` sections one candidate trains with."""
-    if not isinstance(candidate, Candidate):
-        candidate = Candidate.from_dict(candidate, path)
+    if not isinstance(candidate, CandidateConfig):
+        candidate = CandidateConfig.from_dict(candidate, path)
     return (
         ModelConfig.from_dict(deep_merge(model.to_dict(), candidate.model), f"{path}.model"),
         TrainConfig.from_dict(deep_merge(train.to_dict(), candidate.train), f"{path}.train"),
