@@ -144,9 +144,7 @@ def pending_version(
 
     withheld = {k: tags[k] for k in PUBLISHED_TAGS if k in tags}
     early = {k: v for k, v in tags.items() if k not in withheld}
-    version = registry.create_version(
-        mlflow_client, name, source, run_id, early, registry.PENDING_DESCRIPTION, model_id
-    )
+    version = registry.create_version(mlflow_client, name, source, run_id, early, model_id=model_id)
     try:
         yield PendingVersion(mlflow_client, name, version, source, run_id, withheld)
     except BaseException as exc:

@@ -184,13 +184,19 @@ def unfit_reasons(version: Any) -> list[str]:
 # ------------------------------------------------------------------------------ registering a version
 
 
+PENDING_DESCRIPTION = (
+    "Registration in progress (radpipe.registration = pending). A version that stays pending belongs to a "
+    "pipeline stage that died while registering it: do not promote it."
+)
+
+
 def create_version(
     mlflow_client: Any,
     name: str,
     source: str,
     run_id: str,
     tags: dict[str, str],
-    description: str,
+    description: str = PENDING_DESCRIPTION,
     model_id: str | None = None,
 ) -> str:
     """A new version of ``name``, created ``pending`` with all its tags in one call; its number."""
@@ -215,12 +221,6 @@ def create_version(
 
 def mark_complete(mlflow_client: Any, name: str, version: str) -> None:
     mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
-
-
-PENDING_DESCRIPTION = (
-    "Registration in progress (radpipe.registration = pending). A version that stays pending belongs to a "
-    "pipeline stage that died while registering it: do not promote it."
-)
 
 
 def mark_failed(mlflow_client: Any, name: str, version: str, reason: str) -> bool:

@@ -28,6 +28,16 @@ NOT_FOR_CLINICAL_USE = (
     "otherwise decide about patients."
 )
 
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+    "macro_precision": "Macro precision",
+    "macro_recall": "Macro recall (mean sensitivity)",
+    "roc_auc_macro_ovr": "ROC AUC (macro, one-vs-rest)",
+    "ece": "Expected calibration error (lower is better)",
+}
+"""The overall test metrics the card and the report show, in order, as they name them."""
+
 
 @dataclass(frozen=True)
 class DataSummary:
@@ -106,6 +116,32 @@ class Findings:
     @property
     def test_images(self) -> int:
         return int(self.evaluation.metrics.get("images", len(self.evaluation.labels)))
+
+    @property
+    def interval_label(self) -> str:
+        """The column heading of the confidence intervals: ``95% CI``."""
+        intervals = self.evaluation.intervals
+        return f"{intervals.level:.0%} CI" if intervals else "CI"
+
+    def overall_rows(self) -> list[tuple[str, str, str]]:
+        """(metric, value, interval) of each of :data:`METRIC_NAMES` the evaluation has, formatted."""
+        ev, intervals = self.evaluation, self.evaluation.intervals
+        return [
+            (label, fmt(ev.metrics[key]), fmt_interval(intervals.overall.get(key) if intervals else None))
+            for key, label in METRIC_NAMES.items()
+            if key in ev.metrics
+        ]
+
+    def per_class_rows(self) -> list[tuple[str, int, list[tuple[str, str]], str]]:
+        """(class, test images, (value, interval) of precision, recall and F1, AUC) per class, formatted."""
+        ev, intervals = self.evaluation, self.evaluation.intervals
+        rows = []
+        for name in ev.class_names:
+            m = ev.per_class[name]
+            ci = intervals.per_class.get(name, {}) if intervals else {}
+            scores = [(fmt(m[key]), fmt_interval(ci.get(key))) for key in ("precision", "recall", "f1")]
+            rows.append((name, int(m["support"]), scores, fmt(m.get("roc_auc"))))
+        return rows
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         """(metric, candidate, champion) on the same test split, for the report and the card."""
