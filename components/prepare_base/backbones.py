@@ -1,4 +1,4 @@
-"""The ``keras.applications`` backbones radpipe knows, and where their ImageNet weights come from.
+"""The backbones radpipe knows (the table is ``radpipe.backbones``) as Keras models, and their ImageNet weights.
 
 Each model takes RGB float32 pixels in [0, 255]; the backbone's own input normalisation is the first
 layer of the graph (``normalize``), so that no caller ever has to know a backbone's convention.
