@@ -7,13 +7,13 @@ object means they cannot disagree.
 from __future__ import annotations
 
 import datetime
-import math
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from radpipe import __version__
 from radpipe.config import GateConfig
+from radpipe.json_safe import json_safe
 from radpipe.model_uri import version_uri
 from radpipe.modelspec import ModelSpec
 
@@ -208,12 +208,14 @@ class Findings:
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A metric as the card and the report print it; an undefined one (None, NaN) as a dash."""
+    if json_safe(value) is None:
         return "–"
     return f"{value:.{digits}f}"
 
 
 def fmt_interval(interval: tuple[float, float] | None) -> str:
-    if interval is None or not all(math.isfinite(v) for v in interval):
+    """``low–high``; a dash when either bound is undefined."""
+    if interval is None or None in json_safe(list(interval)):
         return "–"
     return f"{interval[0]:.3f}–{interval[1]:.3f}"
