@@ -17,18 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from radpipe.components.evaluate_and_register import plots
 from radpipe.components.evaluate_and_register.champion import ChampionScore
 from radpipe.components.evaluate_and_register.evaluate import compute_metrics
 from radpipe.components.evaluate_and_register.explain import GradcamSample, pick
-from radpipe.components.evaluate_and_register.findings import DataSummary, Findings
 from radpipe.components.evaluate_and_register.gate import decide
 from radpipe.components.evaluate_and_register.intervals import bootstrap
-from radpipe.components.evaluate_and_register.model_card import build_model_card
-from radpipe.components.evaluate_and_register.report import build_report
 from radpipe.config import GateConfig
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
+from radpipe.reporting import plots
+from radpipe.reporting.findings import DataSummary, Findings
+from radpipe.reporting.model_card import build_model_card, md_table
+from radpipe.reporting.report import build_report
 
 
 def main() -> None:
@@ -84,10 +84,8 @@ def main() -> None:
         page = timed("HTML report", lambda: build_report(findings, card, written))
     load = os.getloadavg()[0]
     print(f"{args.images} test images, {args.classes} classes; {os.cpu_count()} CPU cores, load average {load:.1f}\n")
-    print("| step | seconds |\n|---|---|")
-    for name, seconds in times.items():
-        print(f"| {name} | {seconds:.2f} |")
-    print(f"| **total** | **{sum(times.values()):.2f}** |")
+    rows = [(name, f"{seconds:.2f}") for name, seconds in times.items()]
+    print(md_table(["step", "seconds"], [*rows, ("**total**", f"**{sum(times.values()):.2f}**")]))
     print(f"\nHTML report: {len(page) / 1e6:.2f} MB with every plot embedded")
 
 

@@ -62,9 +62,9 @@ def killed_during_registration(root: Path) -> float:
     from mlflow import MlflowClient
 
     from radpipe import tracking
-    from radpipe.components.evaluate_and_register.register import register
     from radpipe.errors import RegistryError
     from radpipe.mlflow_server import MlflowServer
+    from radpipe.registration import register
 
     os.environ.update(tracking.retry_env(60.0))  # what radpipe run sets for its tasks by default
     server = MlflowServer(root / "mlflow").start()

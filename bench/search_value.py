@@ -38,8 +38,9 @@ def main() -> int:
 
     from scipy.stats import spearmanr
 
+    from radpipe.batches import predict_in_batches
     from radpipe.components.evaluate_and_register.ensemble import prefers_average
-    from radpipe.components.evaluate_and_register.evaluate import Candidate, predict, ranked
+    from radpipe.components.evaluate_and_register.evaluate import Candidate, ranked
     from radpipe.dataset import load_split
     from radpipe.modelspec import load_model_dir
     from radpipe.validation import log_loss, validation_scores
@@ -63,7 +64,7 @@ def main() -> int:
             key = (split, json.dumps(spec.preprocessing.to_dict(), sort_keys=True))
             if key not in splits:
                 splits[key] = load_split(args.dataset, split, spec.preprocessing, class_names)
-            probabilities[name, split] = predict(model, splits[key], 32, f"{name}: {split}")
+            probabilities[name, split] = predict_in_batches(model, splits[key].images, 32, f"{name}: {split}")
     labels = {split: data.labels for (split, _), data in splits.items()}
 
     def scores(p_val: np.ndarray, p_test: np.ndarray) -> dict[str, float]:

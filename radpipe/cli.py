@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline locally (kfp.local) and print what it registered."""
     config = _load_config(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from radpipe.model_uri import ModelUri
     from radpipe.pipelines.local_run import run_local
     from radpipe.registry import PASSED
 
@@ -93,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         image_tag=args.image_tag,
         log_level=args.level,
     )
-    name, version = result.model_uri.removeprefix("models:/").rsplit("/", 1)
+    registered = ModelUri.parse(result.model_uri)
+    name, version = registered.name, str(registered.version)
     aliases, tags = _version_of(result.tracking_uri, name, version)
     lines = [
         "",
@@ -188,6 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify images with a registered or local model; one JSON line per image."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from radpipe import storage, tracking
+    from radpipe.batches import batch_slices
     from radpipe.classifier import Classifier
     from radpipe.preprocessing import ImageError, check_pixels
 
@@ -200,8 +203,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         raise RadpipeError("no image files found in the given paths")
     lines, failures = [], 0
-    for start in range(0, len(files), args.batch_size):
-        chunk = files[start : start + args.batch_size]
+    for part in batch_slices(len(files), args.batch_size):
+        chunk = files[part]
         arrays, ok = [], []
         for path in chunk:
             try:

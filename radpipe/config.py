@@ -27,6 +27,8 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from radpipe import dicom
+from radpipe.aliases import alias_problem
+from radpipe.backbones import BACKBONES
 from radpipe.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -36,11 +38,8 @@ DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 """25 megapixels (5000 x 5000): above digital radiographs and mammograms; what serving accepts by default."""
 
-BACKBONES = ("mobilenet_v2", "vgg16", "resnet50", "efficientnet_b0")
 DEFAULT_GROUP_PATTERN = r"(?P<scan>.+?)(?:\s*\(\d+\)|\s*-\s*Copy)*"
 """A scan id followed by any number of ``" (N)"`` and ``" - Copy"`` (what copying files in a file manager adds)."""
-# MLflow's alias rule (letters, digits, _ and -), minus its reserved names (latest, v1, V2, ...).
-ALIAS_PATTERN = re.compile(r"(?!(?i:latest)$)(?![vV]\d+$)[\w-]+")
 
 
 def _fail(path: str, problem: str) -> typing.NoReturn:
@@ -487,13 +486,8 @@ class RegisterConfig(Section):
             "must not contain '@' or '/' (nor quotes or backslashes)",
         )
         for key in ("champion_alias", "challenger_alias"):
-            value = getattr(self, key)
-            _check(
-                bool(ALIAS_PATTERN.fullmatch(value)) and not value.startswith("previous-"),
-                _join(path, key),
-                f"{value!r} is not a usable alias: letters, digits, '_' and '-' only, not 'latest', not 'v<number>', "
-                "not starting with 'previous-' (radpipe keeps those for rollback)",
-            )
+            problem = alias_problem(getattr(self, key))
+            _check(not problem, _join(path, key), problem)
         _check(
             self.champion_alias != self.challenger_alias,
             _join(path, "challenger_alias"),
@@ -523,7 +517,7 @@ class TrackingConfig(Section):
 
 
 @dataclass(frozen=True)
-class Candidate(Section):
+class CandidateConfig(Section):
     """One candidate configuration: overrides of the ``model`` and ``train`` sections."""
 
     name: str = ""
@@ -537,7 +531,7 @@ class SearchConfig(Section):
 
     An empty list trains the ``model``/``train`` sections as they are (one candidate)."""
 
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[CandidateConfig] = field(default_factory=list)
     parallelism: int = 1
     """Candidates trained at once: subprocesses with kfp.local (keep 1 on a laptop), pods on a cluster
     (0 = no limit)."""
@@ -582,16 +576,16 @@ class Config(Section):
     def candidate_list(self) -> list[dict[str, Any]]:
         """The pipeline's ``candidates`` parameter: named candidates, or the base config as one."""
         if not self.search.candidates:
-            return [Candidate(name="default").to_dict()]
+            return [CandidateConfig(name="default").to_dict()]
         return [c.replace(name=c.name or f"candidate-{i}").to_dict() for i, c in enumerate(self.search.candidates)]
 
 
 def resolve_candidate(
-    model: ModelConfig, train: TrainConfig, candidate: Candidate | Mapping[str, Any], path: str = "candidate"
+    model: ModelConfig, train: TrainConfig, candidate: CandidateConfig | Mapping[str, Any], path: str = "candidate"
 ) -> tuple[ModelConfig, TrainConfig]:
     """The ``model`` and ``train`` sections one candidate trains with."""
-    if not isinstance(candidate, Candidate):
-        candidate = Candidate.from_dict(candidate, path)
+    if not isinstance(candidate, CandidateConfig):
+        candidate = CandidateConfig.from_dict(candidate, path)
     return (
         ModelConfig.from_dict(deep_merge(model.to_dict(), candidate.model), f"{path}.model"),
         TrainConfig.from_dict(deep_merge(train.to_dict(), candidate.train), f"{path}.train"),

@@ -30,6 +30,7 @@ import yaml
 from radpipe import storage
 from radpipe.errors import RadpipeError
 from radpipe.images import SERVING_IMAGE, USER_ID, image_ref
+from radpipe.model_uri import ModelUri, alias_uri, version_uri
 
 logger = logging.getLogger(__name__)
 
@@ -63,24 +64,20 @@ class ModelRef:
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
-        body = text.removeprefix("models:/")
-        if "@" in body:
-            name, _, alias = body.partition("@")
-            if name and alias and "/" not in body:
-                return cls(name=name, alias=alias)
-        elif "/" in body:
-            name, _, version = body.partition("/")
-            if name and version.isdigit():
-                return cls(name=name, version=version)
-        elif body:
-            return cls(name=body, alias=DEFAULT_ALIAS)
+        parts = ModelUri.parse(text)
+        if parts.is_alias:
+            return cls(name=parts.name, alias=str(parts.alias))
+        if parts.is_version:
+            return cls(name=parts.name, version=str(parts.version))
+        if parts.name and parts.alias is None and parts.version is None:
+            return cls(name=parts.name, alias=DEFAULT_ALIAS)
         raise DeployError(
             f"{text!r} is not a model reference; use NAME@ALIAS (e.g. chest-ct@champion) or NAME/VERSION (chest-ct/3)"
         )
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+        return alias_uri(self.name, self.alias) if self.alias else version_uri(self.name, self.version)
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,7 @@ def resolve(ref: ModelRef, artifacts_destination: str = "", storage_uri: str = "
     if storage_uri:
         check_storage_uri(storage_uri)
         return ServedVersion(ref.name, version, storage_uri.rstrip("/"), ref.alias)
-    located, warning = locate(f"models:/{ref.name}/{version}", download_uri, artifacts_destination)
+    located, warning = locate(version_uri(ref.name, version), download_uri, artifacts_destination)
     return ServedVersion(ref.name, version, located, ref.alias, warning)
 
 
@@ -233,7 +230,7 @@ def render_inference_service(
             "and '-', starting with a letter"
         )
     image = image or os.environ.get(SERVING_IMAGE_ENV) or image_ref(SERVING_IMAGE)
-    model_uri = f"models:/{served.name}/{served.version}"
+    model_uri = version_uri(served.name, served.version)
     labels = {
         "app.kubernetes.io/name": "radpipe-serving",
         "app.kubernetes.io/part-of": "radpipe",
@@ -247,7 +244,7 @@ def render_inference_service(
     }
     if served.alias:
         labels[f"{LABEL_PREFIX}/alias"] = _label_value(served.alias)
-        annotations[f"{LABEL_PREFIX}/alias-uri"] = f"models:/{served.name}@{served.alias}"
+        annotations[f"{LABEL_PREFIX}/alias-uri"] = alias_uri(served.name, served.alias)
     probe_path = f"/v2/models/{served.name}/ready"
     container = {
         "name": "kserve-container",
@@ -340,7 +337,7 @@ def write_serving_manifest(
     the warning on top (as ``radpipe deploy`` prints it), and the warning is logged.
     """
     version, download_uri = lookup(ModelRef(name=model_name, version=str(version)))
-    storage_uri, warning = locate(f"models:/{model_name}/{version}", download_uri, artifacts_destination)
+    storage_uri, warning = locate(version_uri(model_name, version), download_uri, artifacts_destination)
     served = ServedVersion(model_name, version, storage_uri, alias, warning)
     path = write_manifest(render_inference_service(served), output, warning)
     if warning:

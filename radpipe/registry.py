@@ -30,14 +30,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from radpipe.config import ALIAS_PATTERN
+from radpipe.aliases import alias_problem, previous_alias
 from radpipe.errors import RadpipeError, RegistryError
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PREVIOUS_PREFIX = "previous-"
 HISTORY_TAG_PREFIX = "radpipe.history."
 MAX_HISTORY = 50
 
@@ -50,10 +49,6 @@ PASSED = "passed"
 
 MODEL_DESCRIPTION = "Image classifier trained by radpipe. Research use only, not for clinical use."
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
-
-
-def previous_alias(alias: str) -> str:
-    return f"{PREVIOUS_PREFIX}{alias}"
 
 
 def client(tracking_uri: str | None = None) -> Any:
@@ -103,13 +98,9 @@ def _name_filter(name: str) -> str:
 
 def check_alias(alias: str) -> None:
     """Refuse names MLflow rejects or reserves, and the ``previous-*`` aliases radpipe manages itself."""
-    if not ALIAS_PATTERN.fullmatch(alias):
-        raise RegistryError(
-            f"{alias!r} is not a usable alias: letters, digits, '_' and '-' only; 'latest' and 'v<number>' are "
-            "reserved by MLflow"
-        )
-    if alias.startswith(PREVIOUS_PREFIX):
-        raise RegistryError(f"aliases starting with {PREVIOUS_PREFIX!r} are kept by radpipe for rollback")
+    problem = alias_problem(alias)
+    if problem:
+        raise RegistryError(problem)
 
 
 _UNIQUE_VIOLATION = ("UNIQUE constraint", "IntegrityError", "Duplicate entry", "duplicate key")
@@ -207,13 +198,19 @@ def unfit_reasons(version: Any) -> list[str]:
 # ------------------------------------------------------------------------------ registering a version
 
 
+PENDING_DESCRIPTION = (
+    "Registration in progress (radpipe.registration = pending). A version that stays pending belongs to a "
+    "pipeline stage that died while registering it: do not promote it."
+)
+
+
 def create_version(
     mlflow_client: Any,
     name: str,
     source: str,
     run_id: str,
     tags: dict[str, str],
-    description: str,
+    description: str = PENDING_DESCRIPTION,
     model_id: str | None = None,
 ) -> str:
     """A new version of ``name``, created ``pending`` with all its tags in one call; its number."""
@@ -236,12 +233,6 @@ def create_version(
 
 def mark_complete(mlflow_client: Any, name: str, version: str) -> None:
     mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
-
-
-PENDING_DESCRIPTION = (
-    "Registration in progress (radpipe.registration = pending). A version that stays pending belongs to a "
-    "pipeline stage that died while registering it: do not promote it."
-)
 
 
 def mark_failed(mlflow_client: Any, name: str, version: str, reason: str) -> bool:

@@ -122,13 +122,6 @@ def flatten(prefix: str, value: object) -> dict[str, object]:
     return {prefix: value}
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a person looks at a run: the server's UI, or the command that opens the embedded store."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} in experiment {experiment_id} (mlflow ui --backend-store-uri {tracking_uri})"
-
-
 # ------------------------------------------------------------------------------ failing fast and clean
 
 RETRY_ENV = (

@@ -10,10 +10,15 @@ import numpy as np
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean negative log probability of the true class, clipped at 1e-7 (one confident mistake would
-    otherwise be infinite); also what temperature scaling minimises."""
-    true = probabilities[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(true, 1e-7, 1.0))))
+    """Mean negative log probability of the true class (scikit-learn's, which clips at the dtype's epsilon so
+    one confident mistake is not infinite); also what temperature scaling minimises. Every column is a class,
+    whether or not ``labels`` holds it: a validation split may lack a class."""
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    # Rows re-normalised in their own dtype: float32 outputs widened to float64 sum to 1 only within float32's
+    # precision, which scikit-learn's float64 check warns about (it would re-normalise them the same way).
+    normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return float(sklearn_log_loss(labels, normalised, labels=list(range(probabilities.shape[1]))))
 
 
 def validation_scores(labels: np.ndarray, probabilities: np.ndarray, classes: int) -> dict[str, float]:

@@ -89,7 +89,7 @@ def _describe_validation_error(exc: Any) -> tuple[str, str]:
     return "invalid_request", "invalid inference request: " + "; ".join(parts[:5])
 
 
-def install(app: Any, model: RadpipeModel, policy: AccessPolicy | None = None) -> None:
+def install(fastapi_app: Any, model: RadpipeModel, policy: AccessPolicy | None = None) -> None:
     """Add radpipe's routes, middleware and error handlers to KServe's FastAPI app (before it starts)."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
@@ -118,12 +118,12 @@ def install(app: Any, model: RadpipeModel, policy: AccessPolicy | None = None) -
         kind, message = _describe_validation_error(exc)
         return _error_response(request, 400, kind, message)
 
-    app.add_api_route(UI_PATH, ui, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/ui", ui_redirect, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], tags=["V2"])
-    app.add_exception_handler(RequestError, request_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_middleware(ServingMiddleware, model=model, policy=policy or AccessPolicy())
+    fastapi_app.add_api_route(UI_PATH, ui, methods=["GET"], include_in_schema=False)
+    fastapi_app.add_api_route("/ui", ui_redirect, methods=["GET"], include_in_schema=False)
+    fastapi_app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"], tags=["V2"])
+    fastapi_app.add_exception_handler(RequestError, request_error)
+    fastapi_app.add_exception_handler(RequestValidationError, validation_error)
+    fastapi_app.add_middleware(ServingMiddleware, model=model, policy=policy or AccessPolicy())
 
 
 def run(

@@ -22,8 +22,10 @@ from kserve import InferRequest, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from PIL import Image
 
+from radpipe.batches import batch_slices
 from radpipe.classifier import Classifier
 from radpipe.gradcam import GradCam, overlay
+from radpipe.model_uri import ModelUri, is_model_uri
 from radpipe.serving import memory, metrics
 from radpipe.serving.batcher import MicroBatcher
 from radpipe.serving.options import DEFAULT_DECODE_WORKERS
@@ -49,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 def default_model_name(model_uri: str) -> str:
     """The name in the URLs: the registered model's name for ``models:/NAME@alias`` (or ``/version``)."""
-    if model_uri.startswith("models:/"):
-        name = model_uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    if is_model_uri(model_uri):
+        name = ModelUri.parse(model_uri).name
         if name and not name.startswith("m-"):  # models:/m-<id> is a logged model, not a registered name
             return name
     return "model"  # KServe's default for --model_name
@@ -270,8 +272,8 @@ class RadpipeModel(Model):
         step = self.max_batch_size  # as for predictions: no model call on more images than that
         heatmaps = np.concatenate(
             [
-                self.gradcam.heatmaps(np.asarray(images[i : i + step], np.float32), class_index=classes[i : i + step])
-                for i in range(0, len(images), step)
+                self.gradcam.heatmaps(np.asarray(images[part], np.float32), class_index=classes[part])
+                for part in batch_slices(len(images), step)
             ]
         )
         pngs = []

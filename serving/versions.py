@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from radpipe.errors import RadpipeError
+from radpipe.model_uri import ModelUri, is_model_uri, version_uri
 
 
 @dataclass(frozen=True)
@@ -47,19 +48,16 @@ def resolve(model_uri: str, given: str | None = None) -> ResolvedModel:
     """The URI to load and the version it is; ``given`` is ``--model_version`` and must agree with the URI."""
     version: str | None = None
     load_uri = model_uri
-    if model_uri.startswith("models:/"):
-        body = model_uri.removeprefix("models:/")
-        if "@" in body and "/" not in body:
-            name, _, alias = body.partition("@")
-            version = _registry_version(name, f"@{alias}")
-            load_uri = f"models:/{name}/{version}"
-        elif "/" in body:
-            name, _, tail = body.partition("/")
-            if tail.isdigit():
-                version = str(int(tail))
-            elif tail == "latest":
-                version = _registry_version(name, "/latest")
-                load_uri = f"models:/{name}/{version}"
+    if is_model_uri(model_uri):
+        parts = ModelUri.parse(model_uri)
+        if parts.alias is not None and parts.version is None:
+            version = _registry_version(parts.name, f"@{parts.alias}")
+            load_uri = version_uri(parts.name, version)
+        elif parts.version is not None and parts.version.isdigit():
+            version = str(int(parts.version))
+        elif parts.version == "latest":
+            version = _registry_version(parts.name, "/latest")
+            load_uri = version_uri(parts.name, version)
     if given is not None and version is not None and given != version:
         raise RadpipeError(
             f"--model_version {given} contradicts {model_uri}, which is version {version}; drop --model_version "

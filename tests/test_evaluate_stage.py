@@ -20,7 +20,6 @@ from PIL import Image
 
 from radpipe import storage
 from radpipe.classifier import Classifier
-from radpipe.components.evaluate_and_register import plots as plotting
 from radpipe.components.evaluate_and_register import stage
 from radpipe.components.evaluate_and_register.component import evaluate_and_register
 from radpipe.components.prepare_base.prepare_base import prepare_base
@@ -28,6 +27,7 @@ from radpipe.components.train import stage as train_stage
 from radpipe.config import ModelConfig
 from radpipe.dataset import load_split, read_manifest
 from radpipe.modelspec import SPEC_FILE, load_model_dir, read_spec, save_model_dir
+from radpipe.reporting import plots as plotting
 from radpipe.validation import validation_scores
 
 from conftest import MlflowServer, make_tree

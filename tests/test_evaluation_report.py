@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radpipe.components.evaluate_and_register import plots
 from radpipe.components.evaluate_and_register.calibration import reliability
 from radpipe.components.evaluate_and_register.champion import ChampionScore
 from radpipe.components.evaluate_and_register.evaluate import compute_metrics
 from radpipe.components.evaluate_and_register.explain import GradcamSample, pick
-from radpipe.components.evaluate_and_register.findings import DataSummary, Findings, safe_source
 from radpipe.components.evaluate_and_register.gate import decide
 from radpipe.components.evaluate_and_register.intervals import bootstrap
-from radpipe.components.evaluate_and_register.model_card import build_model_card
-from radpipe.components.evaluate_and_register.report import build_report
 from radpipe.config import GateConfig
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
+from radpipe.reporting import plots
+from radpipe.reporting.findings import DataSummary, Findings, safe_source
+from radpipe.reporting.model_card import build_model_card
+from radpipe.reporting.report import build_report
 
 CLASSES = ["adenocarcinoma", "normal", "squamous.cell.carcinoma"]
 

@@ -16,8 +16,8 @@ import pytest
 
 from radpipe import registry
 from radpipe.cli import main
-from radpipe.components.evaluate_and_register.register import register
 from radpipe.errors import RegistryError
+from radpipe.registration import register
 
 from conftest import MlflowServer
 

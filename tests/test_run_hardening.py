@@ -18,11 +18,11 @@ import pytest
 
 from radpipe import registry, tracking
 from radpipe.cli import main
-from radpipe.components.evaluate_and_register.register import register
 from radpipe.config import load_config
 from radpipe.errors import RadpipeError, RegistryError
 from radpipe.mlflow_server import MlflowServer, free_port
 from radpipe.pipelines.local_run import run_local
+from radpipe.registration import register
 
 from conftest import make_tree
 

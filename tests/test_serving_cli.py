@@ -25,8 +25,8 @@ def register(model_dir: Path, tracking_uri: str, name: str) -> str:
     import mlflow
 
     from radpipe import registry, tracking
-    from radpipe.components.evaluate_and_register.register import log_model, register
     from radpipe.modelspec import load_model_dir
+    from radpipe.registration import log_model, register
 
     experiment = tracking.setup_experiment(tracking_uri, "serving-test")
     run_id = mlflow.MlflowClient().create_run(experiment).info.run_id

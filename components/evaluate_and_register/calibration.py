@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from radpipe.json_safe import json_safe
+
 
 @dataclass(frozen=True)
 class Reliability:
@@ -24,14 +26,10 @@ class Reliability:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe: empty bins become ``None``."""
-
-        def clean(values: np.ndarray) -> list[float | None]:
-            return [None if not np.isfinite(v) else float(v) for v in values]
-
         return {
             "edges": [float(e) for e in self.edges],
-            "confidence": clean(self.confidence),
-            "accuracy": clean(self.accuracy),
+            "confidence": json_safe(self.confidence),
+            "accuracy": json_safe(self.accuracy),
             "counts": [int(c) for c in self.counts],
             "ece": self.ece,
         }

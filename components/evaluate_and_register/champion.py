@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from radpipe import registry
 from radpipe.components.evaluate_and_register.evaluate import Evaluation, evaluate_split
+from radpipe.model_uri import version_uri
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def rescore_champion(
     if version is None:
         logger.info(f"evaluate: {name} has no {alias} yet: nothing to compare with")
         return ChampionScore(alias)
-    uri = f"models:/{name}/{version}"
+    uri = version_uri(name, version)
     logger.info(f"evaluate: re-scoring the {alias}, {uri}, on the same test split")
     try:
         champion = Classifier.load(uri)

@@ -67,10 +67,10 @@ def evaluate_and_register(
         test_accuracy: Test accuracy of the new version.
         test_macro_f1: Test macro-F1 of the new version.
     """
-    import math
     from collections import namedtuple
 
     from radpipe.errors import stage_errors
+    from radpipe.json_safe import finite_metrics
 
     with stage_errors("evaluate-and-register"):
         from radpipe.components.evaluate_and_register import stage
@@ -93,9 +93,8 @@ def evaluate_and_register(
     if evaluation.intervals is not None:
         for key, (low, high) in evaluation.intervals.overall.items():
             scalars[f"{key}_ci_low"], scalars[f"{key}_ci_high"] = low, high
-    for name, value in scalars.items():
-        if math.isfinite(value):  # KFP metadata is JSON: no NaN
-            test_metrics.log_metric(name, value)
+    for name, value in finite_metrics(scalars).items():  # KFP metadata is JSON: no NaN
+        test_metrics.log_metric(name, value)
     classification.log_confusion_matrix(evaluation.class_names, evaluation.confusion)
     classification.log_roc_curve(*micro_roc(evaluation))
     report.metadata.update({"model_uri": result.registered.uri, "gate": result.decision.verdict})

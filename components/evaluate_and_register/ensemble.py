@@ -16,10 +16,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from radpipe.batches import predict_in_batches
 from radpipe.components.evaluate_and_register.evaluate import (
     Candidate,
     load_candidate,
-    predict,
     ranked,
     selection_key,
 )
@@ -147,7 +147,7 @@ def consider(
         if len(val) == 0:
             logger.info("evaluate: no validation images; the ensemble cannot be compared, keeping the best candidate")
             return best, best_model
-        probabilities = predict(scorer, val, batch_size, f"evaluate: validation of {label}")
+        probabilities = predict_in_batches(scorer, val.images, batch_size, f"evaluate: validation of {label}")
         scored[label] = validation_scores(val.labels, probabilities, len(best.spec.class_names))
         logger.info(f"evaluate: {label}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(scored[label].items())))
     single, average = scored[best.name], scored[name]

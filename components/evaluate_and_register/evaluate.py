@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from radpipe.batches import predict_in_batches
 from radpipe.components.evaluate_and_register.calibration import Reliability, reliability
 from radpipe.components.evaluate_and_register.intervals import Intervals
 from radpipe.config import SELECT_BY
 from radpipe.dataset import Split
 from radpipe.errors import DataError, RadpipeError
 from radpipe.modelspec import ModelSpec, load_model_dir, read_spec
-from radpipe.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ class Candidate:
         return selection_key(self.val_metrics, select_by)
 
 
-def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[Candidate]:
+def read_candidates(paths: list[str]) -> list[Candidate]:
+    """The trained candidates in ``paths`` (KFP ``Model`` folders), named and with their MLflow runs as train
+    recorded them."""
     candidates = []
     for i, path in enumerate(paths):
         spec = read_spec(path)
@@ -57,7 +59,7 @@ def read_candidates(paths: list[str], run_ids: list[str] | None = None) -> list[
                 path=Path(path),
                 spec=spec,
                 name=str(extra.get("candidate", f"candidate-{i}")),
-                run_id=(run_ids[i] if run_ids else str(extra.get("mlflow_run_id", ""))),
+                run_id=str(extra.get("mlflow_run_id", "")),
                 val_metrics=dict(extra.get("val_metrics", {})),
             )
         )
@@ -101,16 +103,6 @@ class Evaluation:
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
-
-
-def predict(model: Any, split: Split, batch_size: int, label: str = "evaluate: scoring") -> np.ndarray:
-    outputs = []
-    with Progress(label, len(split), "images") as bar:
-        for start in range(0, len(split), batch_size):
-            chunk = split.images[start : start + batch_size].astype(np.float32)
-            outputs.append(np.asarray(model.predict_on_batch(chunk)))
-            bar.update(len(chunk))
-    return np.concatenate(outputs) if outputs else np.zeros((0, len(split.class_names)), np.float32)
 
 
 def compute_metrics(
@@ -163,7 +155,7 @@ def evaluate_split(
     """Score ``model`` on a decoded split."""
     if len(data) == 0:
         raise DataError(f"the data set has no {data.name} images to evaluate on; ingest makes one, re-run it")
-    probabilities = predict(model, data, batch_size, f"{label} {data.name}")
+    probabilities = predict_in_batches(model, data.images, batch_size, f"{label} {data.name}")
     evaluation = compute_metrics(data.labels, probabilities, data.class_names, calibration_bins)
     evaluation.paths = data.paths
     return evaluation

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from radpipe.batches import predict_in_batches
 from radpipe.modelspec import ModelSpec
 from radpipe.validation import log_loss
 
@@ -41,28 +42,24 @@ class Temperature:
         return {"value": self.value, "val_loss_before": self.val_loss_before, "val_loss_after": self.val_loss_after}
 
 
-def member_outputs(model: Any, spec: ModelSpec) -> Any:
-    """A model giving each member's probabilities (one for a single model), from the ensemble's own input."""
+def member_models(model: Any, spec: ModelSpec) -> list[Any]:
+    """One model per member giving its probabilities from the ensemble's own input (a single model: itself)."""
     import keras
 
     if not spec.is_ensemble:
-        return keras.Model(model.input, [model.output])
-    return keras.Model(model.input, list(model.get_layer(OUTPUT_LAYER).input))
+        return [model]
+    return [keras.Model(model.input, output) for output in model.get_layer(OUTPUT_LAYER).input]
 
 
 def member_probabilities(model: Any, spec: ModelSpec, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    outputs = member_outputs(model, spec)
-    chunks = []
-    for i in range(0, len(images), batch_size):
-        out = outputs.predict_on_batch(images[i : i + batch_size].astype(np.float32))
-        chunks.append([np.asarray(p) for p in (out if isinstance(out, (list, tuple)) else [out])])
-    return [np.concatenate([chunk[m] for chunk in chunks]) for m in range(len(chunks[0]))]
+    """Each member's probabilities of ``images``: what a temperature rescales before the members are averaged."""
+    return [predict_in_batches(member, images, batch_size) for member in member_models(model, spec)]
 
 
-def scaled(member_probabilities: list[np.ndarray], temperature: float) -> np.ndarray:
+def scaled(members: list[np.ndarray], temperature: float) -> np.ndarray:
     """The (ensemble's) probabilities with every member's logits divided by ``temperature``."""
     outputs = []
-    for p in member_probabilities:
+    for p in members:
         z = np.log(np.clip(p.astype(np.float64), 1e-12, 1.0)) / temperature  # logits up to a constant
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
@@ -70,12 +67,12 @@ def scaled(member_probabilities: list[np.ndarray], temperature: float) -> np.nda
     return np.mean(outputs, axis=0)
 
 
-def fit(member_probabilities: list[np.ndarray], labels: np.ndarray) -> Temperature:
+def fit(members: list[np.ndarray], labels: np.ndarray) -> Temperature:
     """The ``T`` in ``BOUNDS`` with the lowest validation log loss (a one-dimensional, well-behaved search)."""
     from scipy.optimize import minimize_scalar
 
     def loss(log_t: float) -> float:
-        return log_loss(labels, scaled(member_probabilities, math.exp(log_t)))
+        return log_loss(labels, scaled(members, math.exp(log_t)))
 
     found = minimize_scalar(loss, bounds=tuple(math.log(b) for b in BOUNDS), method="bounded")
     value = float(math.exp(found.x))

@@ -16,7 +16,9 @@ from radpipe.config import DataConfig, TrackingConfig
 
 
 @dataclass(frozen=True)
-class IngestOutputs:
+class IngestResult:
+    """What the stage hands its KFP wrapper (which returns it as the ``IngestOutputs`` named tuple)."""
+
     fingerprint: str
     class_names: list[str]
     parent_run_id: str
@@ -72,10 +74,10 @@ def log_parent_run(
     return run_id
 
 
-def run(data: dict, track: dict, output_dir: str, pipeline_job: str = "") -> IngestOutputs:
+def run(data: dict, track: dict, output_dir: str, pipeline_job: str = "") -> IngestResult:
     data_config = DataConfig.from_dict(data, "data")
     track_config = TrackingConfig.from_dict(track, "tracking")
     with tempfile.TemporaryDirectory(prefix="radpipe-ingest-") as workdir:
         report = ingest(data_config, output_dir, workdir)
     parent = log_parent_run(report, data_config, track_config, Path(output_dir), pipeline_job)
-    return IngestOutputs(report.fingerprint, report.class_names, parent)
+    return IngestResult(report.fingerprint, report.class_names, parent)

@@ -1,4 +1,4 @@
-"""The ``keras.applications`` backbones radpipe knows, and where their ImageNet weights come from.
+"""The backbones radpipe knows (the table is ``radpipe.backbones``) as Keras models, and their ImageNet weights.
 
 Each model takes RGB float32 pixels in [0, 255]; the backbone's own input normalisation is the first
 layer of the graph (``normalize``), so that no caller ever has to know a backbone's convention.
@@ -10,71 +10,17 @@ import logging
 import os
 import socket
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The table itself is radpipe.backbones; re-exported so that `backbones.BACKBONES` still names it here.
+from radpipe.backbones import BACKBONES as BACKBONES
+from radpipe.backbones import Backbone
 from radpipe.errors import WeightsError
 
 logger = logging.getLogger(__name__)
 
-_GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@dataclass(frozen=True)
-class Backbone:
-    name: str
-    constructor: str
-    """Attribute of ``keras.applications``."""
-    weights_file: str
-    """Canonical no-top ImageNet weights file name in the Keras cache (``~/.keras/models/``)."""
-    weights_url: str
-    weights_md5: str | None
-    normalization: str
-    """'tf' ([-1, 1]), 'caffe' (BGR, ImageNet mean subtracted) or 'builtin' (the model normalises)."""
-    feature_layer: str
-    """The last convolutional activation: Grad-CAM's target layer."""
-
-
-BACKBONES: dict[str, Backbone] = {
-    "mobilenet_v2": Backbone(
-        "mobilenet_v2",
-        "MobileNetV2",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        _GCS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        None,
-        "tf",
-        "out_relu",
-    ),
-    "vgg16": Backbone(
-        "vgg16",
-        "VGG16",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _GCS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "6d6bbae143d832006294945121d1f1fc",
-        "caffe",
-        "block5_conv3",
-    ),
-    "resnet50": Backbone(
-        "resnet50",
-        "ResNet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _GCS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626",
-        "caffe",
-        "conv5_block3_out",
-    ),
-    "efficientnet_b0": Backbone(
-        "efficientnet_b0",
-        "EfficientNetB0",
-        "efficientnetb0_notop.h5",
-        "https://storage.googleapis.com/keras-applications/efficientnetb0_notop.h5",
-        "50bc09e76180e00e4465e1a485ddc09d",
-        "builtin",
-        "top_activation",
-    ),
-}
 
 
 def keras_cache_dir() -> Path:

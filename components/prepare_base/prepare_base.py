@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from radpipe import dicom, storage
+from radpipe.backbones import BACKBONES, Backbone
 from radpipe.components.prepare_base.backbones import (
-    BACKBONES,
-    Backbone,
     build_backbone,
     imagenet_weights,
     normalization_layer,

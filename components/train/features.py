@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from radpipe import storage
+from radpipe.batches import predict_in_batches
 from radpipe.dataset import Split
 from radpipe.errors import StorageError
 from radpipe.modelspec import ModelSpec
-from radpipe.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -80,13 +80,8 @@ def feature_extractor(model: Any, spec: ModelSpec) -> Any:
 
 
 def compute(extractor: Any, split: Split, batch_size: int) -> np.ndarray:
-    chunks = []
-    with Progress(f"train: backbone features of {split.name}", len(split), "images") as bar:
-        for start in range(0, len(split), batch_size):
-            batch = split.images[start : start + batch_size].astype(np.float32)
-            chunks.append(np.asarray(extractor.predict_on_batch(batch), dtype=np.float32))
-            bar.update(len(batch))
-    return np.concatenate(chunks) if chunks else np.zeros((0, int(extractor.output_shape[-1])), np.float32)
+    """The backbone features of every image of ``split``, in its order."""
+    return predict_in_batches(extractor, split.images, batch_size, f"train: backbone features of {split.name}")
 
 
 def _entry_uri(cache: str, key: FeatureKey) -> str:

@@ -82,10 +82,13 @@ def to_dataset(split: Split, batch_size: int, shuffle: bool, seed: int) -> Any:
 
 
 def class_weights(split: Split) -> dict[int, float]:
-    """Inverse-frequency ("balanced") weights, as scikit-learn computes them."""
-    counts = np.bincount(split.labels, minlength=len(split.class_names))
-    total, k = counts.sum(), len(counts)
-    return {i: float(total / (k * c)) if c else 0.0 for i, c in enumerate(counts)}
+    """Inverse-frequency ("balanced") weights, scikit-learn's; a class without training images gets 0."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(split.labels)
+    weights = compute_class_weight("balanced", classes=present, y=split.labels)
+    found = dict(zip(present.tolist(), weights.tolist(), strict=True))
+    return {i: float(found.get(i, 0.0)) for i in range(len(split.class_names))}
 
 
 def set_trainable(model: Any, spec: ModelSpec, top_layers: int) -> int:

@@ -7,23 +7,36 @@ object means they cannot disagree.
 from __future__ import annotations
 
 import datetime
-import math
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from radpipe import __version__
-from radpipe.components.evaluate_and_register.champion import ChampionScore
-from radpipe.components.evaluate_and_register.evaluate import Evaluation
-from radpipe.components.evaluate_and_register.gate import Decision
 from radpipe.config import GateConfig
+from radpipe.json_safe import json_safe
+from radpipe.model_uri import version_uri
 from radpipe.modelspec import ModelSpec
+
+if TYPE_CHECKING:  # the stage's results, read here, never computed: no import of the stage at run time
+    from radpipe.components.evaluate_and_register.champion import ChampionScore
+    from radpipe.components.evaluate_and_register.evaluate import Evaluation
+    from radpipe.components.evaluate_and_register.gate import Decision
 
 NOT_FOR_CLINICAL_USE = (
     "**Not for clinical use.** This model is research software. It has not been cleared or approved by any "
     "regulator (e.g. FDA, CE marking under the EU MDR) and must not be used to diagnose, treat, triage or "
     "otherwise decide about patients."
 )
+
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+    "macro_precision": "Macro precision",
+    "macro_recall": "Macro recall (mean sensitivity)",
+    "roc_auc_macro_ovr": "ROC AUC (macro, one-vs-rest)",
+    "ece": "Expected calibration error (lower is better)",
+}
+"""The overall test metrics the card and the report show, in order, as they name them."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +111,37 @@ class Findings:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
+        return version_uri(self.model_name, self.version)
 
     @property
     def test_images(self) -> int:
         return int(self.evaluation.metrics.get("images", len(self.evaluation.labels)))
+
+    @property
+    def interval_label(self) -> str:
+        """The column heading of the confidence intervals: ``95% CI``."""
+        intervals = self.evaluation.intervals
+        return f"{intervals.level:.0%} CI" if intervals else "CI"
+
+    def overall_rows(self) -> list[tuple[str, str, str]]:
+        """(metric, value, interval) of each of :data:`METRIC_NAMES` the evaluation has, formatted."""
+        ev, intervals = self.evaluation, self.evaluation.intervals
+        return [
+            (label, fmt(ev.metrics[key]), fmt_interval(intervals.overall.get(key) if intervals else None))
+            for key, label in METRIC_NAMES.items()
+            if key in ev.metrics
+        ]
+
+    def per_class_rows(self) -> list[tuple[str, int, list[tuple[str, str]], str]]:
+        """(class, test images, (value, interval) of precision, recall and F1, AUC) per class, formatted."""
+        ev, intervals = self.evaluation, self.evaluation.intervals
+        rows = []
+        for name in ev.class_names:
+            m = ev.per_class[name]
+            ci = intervals.per_class.get(name, {}) if intervals else {}
+            scores = [(fmt(m[key]), fmt_interval(ci.get(key))) for key in ("precision", "recall", "f1")]
+            rows.append((name, int(m["support"]), scores, fmt(m.get("roc_auc"))))
+        return rows
 
     def comparison(self) -> list[tuple[str, float | None, float | None]]:
         """(metric, candidate, champion) on the same test split, for the report and the card."""
@@ -169,12 +208,14 @@ class Findings:
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A metric as the card and the report print it; an undefined one (None, NaN) as a dash."""
+    if json_safe(value) is None:
         return "–"
     return f"{value:.{digits}f}"
 
 
 def fmt_interval(interval: tuple[float, float] | None) -> str:
-    if interval is None or not all(math.isfinite(v) for v in interval):
+    """``low–high``; a dash when either bound is undefined."""
+    if interval is None or None in json_safe(list(interval)):
         return "–"
     return f"{interval[0]:.3f}–{interval[1]:.3f}"

@@ -9,24 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from radpipe.components.evaluate_and_register.findings import (
+from radpipe.modelspec import ModelSpec
+from radpipe.reporting.findings import (
     NOT_FOR_CLINICAL_USE,
     DataSummary,
     Findings,
     fmt,
-    fmt_interval,
     safe_source,
 )
-from radpipe.modelspec import ModelSpec
 
-METRIC_NAMES = {
-    "accuracy": "Accuracy",
-    "macro_f1": "Macro-F1",
-    "macro_precision": "Macro precision",
-    "macro_recall": "Macro recall (mean sensitivity)",
-    "roc_auc_macro_ovr": "ROC AUC (macro, one-vs-rest)",
-    "ece": "Expected calibration error (lower is better)",
-}
 TRAIN_KEYS = (
     "head_on_features",
     "epochs",
@@ -209,32 +200,12 @@ def _grouping(d: DataSummary) -> list[str]:
 
 
 def _evaluation(f: Findings) -> str:
-    ev = f.evaluation
-    intervals = ev.intervals
-    level = f"{intervals.level:.0%} CI" if intervals else "CI"
-    overall = [
-        (
-            METRIC_NAMES[key],
-            fmt(ev.metrics[key]),
-            fmt_interval(intervals.overall.get(key)) if intervals else "–",
-        )
-        for key in METRIC_NAMES
-        if key in ev.metrics
+    intervals = f.evaluation.intervals
+    level = f.interval_label
+    per_class = [
+        (name, support, *(f"{value} ({interval})" for value, interval in scores), auc)
+        for name, support, scores, auc in f.per_class_rows()
     ]
-    per_class = []
-    for name in ev.class_names:
-        m = ev.per_class[name]
-        ci = intervals.per_class.get(name, {}) if intervals else {}
-        per_class.append(
-            (
-                name,
-                m["support"],
-                f"{fmt(m['precision'])} ({fmt_interval(ci.get('precision'))})",
-                f"{fmt(m['recall'])} ({fmt_interval(ci.get('recall'))})",
-                f"{fmt(m['f1'])} ({fmt_interval(ci.get('f1'))})",
-                fmt(m.get("roc_auc")),
-            )
-        )
     note = (
         f"Confidence intervals: percentile bootstrap over the test images, {intervals.samples} resamples."
         if intervals
@@ -242,7 +213,7 @@ def _evaluation(f: Findings) -> str:
     )
     return (
         f"On the held-out test split ({f.test_images} images), never used to train or to choose the candidate.\n\n"
-        + md_table(["metric", "value", level], overall)
+        + md_table(["metric", "value", level], f.overall_rows())
         + "\n\n"
         + md_table(
             ["class", "test images", f"precision ({level})", f"recall / sensitivity ({level})", f"F1 ({level})", "AUC"],

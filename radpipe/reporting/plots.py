@@ -1,8 +1,9 @@
 """The evaluation plots: each a function returning a matplotlib Figure, and :func:`write_plots` to save them.
 
-Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot): no global state, no GUI backend,
-nothing left open between calls. PNGs are written atomically; the stage logs the same files to MLflow and
-embeds them in the HTML report.
+Figures are built on ``matplotlib.figure.Figure`` directly, never on pyplot's current figure: no global
+state, nothing left open between calls. The confusion matrix, ROC and precision-recall curves are
+scikit-learn's displays drawn onto those axes, so the curves are computed the way the metrics are. PNGs
+are written atomically; the stage logs the same files to MLflow and embeds them in the HTML report.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from radpipe import storage
-from radpipe.components.evaluate_and_register.calibration import Reliability
-from radpipe.components.evaluate_and_register.evaluate import Evaluation
-from radpipe.components.evaluate_and_register.explain import GradcamSample
 from radpipe.gradcam import overlay
+
+if TYPE_CHECKING:  # the stage's results, drawn here, never computed: no import of the stage at run time
+    from radpipe.components.evaluate_and_register.calibration import Reliability
+    from radpipe.components.evaluate_and_register.evaluate import Evaluation
+    from radpipe.components.evaluate_and_register.explain import GradcamSample
 
 DPI = 110
 SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
@@ -37,31 +40,25 @@ def _short(name: str, width: int = 14) -> str:
 
 def confusion_matrices(confusion: Sequence[Sequence[int]], class_names: list[str]) -> Figure:
     """Counts beside row-normalised rates (each row: how the images of one true class were classified)."""
-    counts = np.asarray(confusion, dtype=float)
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    counts = np.asarray(confusion, dtype=int)
     k = len(class_names)
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = counts / counts.sum(axis=1, keepdims=True)
     side = max(3.6, 0.9 * k + 1.8)
     fig = Figure(figsize=(2 * side + 1.2, side), layout="constrained")
     labels = [_short(c) for c in class_names]
-    for ax, values, title, fmt in (
-        (fig.add_subplot(1, 2, 1), counts, "Confusion matrix (counts)", "{:.0f}"),
-        (fig.add_subplot(1, 2, 2), rates, "Row-normalised (recall on the diagonal)", "{:.0%}"),
+    for ax, values, title, fmt, top in (
+        (fig.add_subplot(1, 2, 1), counts, "Confusion matrix (counts)", "d", max(int(counts.max(initial=0)), 1)),
+        (fig.add_subplot(1, 2, 2), rates, "Row-normalised (recall on the diagonal)", ".0%", 1.0),
     ):
-        shown = np.nan_to_num(values)
-        top = shown.max() if shown.max() > 0 else 1.0
-        image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1.0 if values is rates else top)
-        for i in range(k):
-            for j in range(k):
-                text = "–" if np.isnan(values[i, j]) else fmt.format(values[i, j])
-                dark = shown[i, j] > 0.55 * (1.0 if values is rates else top)
-                ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=9)
-        ax.set_xticks(range(k), labels, rotation=35, ha="right")
-        ax.set_yticks(range(k), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(title)
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        shown = ConfusionMatrixDisplay(np.nan_to_num(values), display_labels=labels).plot(
+            ax=ax, cmap="Blues", values_format=fmt, xticks_rotation=35, im_kw={"vmin": 0, "vmax": top}
+        )
+        for i, j in zip(*np.nonzero(np.isnan(np.asarray(values, dtype=float))), strict=True):
+            shown.text_[i, j].set_text("–")  # a class with no test images has no rates
+        ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.suptitle(f"Test split, {int(counts.sum())} images")
     return fig
 
@@ -76,42 +73,45 @@ def _one_vs_rest(evaluation: Evaluation) -> list[tuple[int, np.ndarray, np.ndarr
     return out
 
 
-def roc_curves(evaluation: Evaluation) -> Figure:
-    """One-vs-rest ROC per class, with its AUC."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+def _per_class_curves(evaluation: Evaluation, display: Any, chance: dict[str, Any], title: str) -> tuple[Figure, Any]:
+    """One scikit-learn ``display`` curve per class (one vs rest) on one axis, each class in its colour."""
     fig = Figure(figsize=(6.2, 5.4), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
     for i, truth, score in _one_vs_rest(evaluation):
-        fpr, tpr, _ = roc_curve(truth, score)
-        auc = roc_auc_score(truth, score)
-        name = evaluation.class_names[i]
-        ax.plot(fpr, tpr, color=_colour(i), lw=2, label=f"{name} (AUC {auc:.3f}, n={int(truth.sum())})")
+        display.from_predictions(
+            truth,
+            score,
+            name=f"{evaluation.class_names[i]} (n={int(truth.sum())})",
+            ax=ax,
+            curve_kwargs={"color": _colour(i), "lw": 2},
+            plot_chance_level=True,
+            chance_level_kw={"color": chance.get("color", _colour(i)), "ls": ":", "lw": 1, "label": chance["label"]},
+        )
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def roc_curves(evaluation: Evaluation) -> Figure:
+    """One-vs-rest ROC per class, with its AUC."""
+    from sklearn.metrics import RocCurveDisplay
+
+    chance = {"color": "grey", "label": "_chance"}  # the same diagonal for every class: drawn alike, unlabelled
+    fig, ax = _per_class_curves(evaluation, RocCurveDisplay, chance, "ROC curves, one class vs rest (test split)")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC curves, one class vs rest (test split)")
     ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
     return fig
 
 
 def pr_curves(evaluation: Evaluation) -> Figure:
     """Precision-recall per class with average precision; dotted lines are each class's prevalence."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    fig = Figure(figsize=(6.2, 5.4), layout="constrained")
-    ax = fig.add_subplot()
-    for i, truth, score in _one_vs_rest(evaluation):
-        precision, recall, _ = precision_recall_curve(truth, score)
-        ap = average_precision_score(truth, score)
-        name = evaluation.class_names[i]
-        ax.step(recall, precision, where="post", color=_colour(i), lw=2, label=f"{name} (AP {ap:.3f})")
-        ax.axhline(truth.mean(), color=_colour(i), ls=":", lw=1)
+    title = "Precision-recall, one class vs rest (test split)"
+    fig, ax = _per_class_curves(evaluation, PrecisionRecallDisplay, {"label": "_prevalence"}, title)
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.05), xlabel="recall (sensitivity)", ylabel="precision (PPV)")
-    ax.set_title("Precision-recall, one class vs rest (test split)")
     ax.legend(loc="lower left", fontsize=8)
-    ax.grid(alpha=0.3)
     return fig
 
 

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from radpipe.components.evaluate_and_register.findings import NOT_FOR_CLINICAL_USE, Findings, fmt, fmt_interval
-from radpipe.components.evaluate_and_register.model_card import METRIC_NAMES
-from radpipe.components.evaluate_and_register.plots import TITLES
+from radpipe.reporting.findings import NOT_FOR_CLINICAL_USE, Findings, fmt, fmt_interval
+from radpipe.reporting.plots import TITLES
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;margin:0;background:#f6f8fa}
@@ -123,33 +122,13 @@ def _gate(f: Findings) -> str:
 
 
 def _per_class(f: Findings) -> str:
-    ev = f.evaluation
-    intervals = ev.intervals
-    rows = []
-    for name in ev.class_names:
-        m = ev.per_class[name]
-        ci = intervals.per_class.get(name, {}) if intervals else {}
-        rows.append(
-            (
-                name,
-                m["support"],
-                fmt(m["precision"]),
-                fmt_interval(ci.get("precision")),
-                fmt(m["recall"]),
-                fmt_interval(ci.get("recall")),
-                fmt(m["f1"]),
-                fmt_interval(ci.get("f1")),
-                fmt(m.get("roc_auc")),
-            )
-        )
-    level = f"{intervals.level:.0%} CI" if intervals else "CI"
+    level = f.interval_label
     headers = ["class", "images", "precision", level, "recall", level, "F1", level, "AUC"]
-    overall = [
-        (METRIC_NAMES[k], fmt(ev.metrics[k]), fmt_interval(intervals.overall.get(k)) if intervals else "–")
-        for k in METRIC_NAMES
-        if k in ev.metrics
+    rows = [
+        (name, support, *(cell for score in scores for cell in score), auc)
+        for name, support, scores, auc in f.per_class_rows()
     ]
-    return _table(["metric", "value", level], overall) + _table(headers, rows)
+    return _table(["metric", "value", level], f.overall_rows()) + _table(headers, rows)
 
 
 def _figures(plots: Mapping[str, Path]) -> str:
