@@ -9,6 +9,9 @@ INSTALLED := $(VENV)/.installed
 KERAS_MODELS := $(or $(KERAS_HOME),$(HOME)/.keras)/models
 SHARED_WEIGHTS ?= ../shared/weights
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), a test file each at a time. Two keep CI's two cores busy: alone, the suite
+# uses one (imports and task processes are single-threaded). Each worker holds TensorFlow: about 2 GB.
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo dicom-demo test test-deps lint format compile seed-weights clean
@@ -56,7 +59,7 @@ test-deps: ## install headless Chromium for the upload-page tests (Debian/Ubuntu
 test: install test-deps tools ## lint, then run the test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -m "not containers" $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -m "not containers" -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 lint: install ## ruff
 	$(BIN)/ruff check .
