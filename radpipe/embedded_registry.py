@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,10 +69,9 @@ class ModelVersion:
 
 def store_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI; ``None`` for any other store."""
-    parsed = urllib.parse.urlparse(tracking_uri)
-    if parsed.scheme != "sqlite" or not tracking_uri.startswith("sqlite:///"):
+    if not tracking_uri.startswith("sqlite:///"):  # as radpipe.tracking writes it: the path, not quoted
         return None
-    return Path(urllib.parse.unquote(tracking_uri[len("sqlite:///") :]))
+    return Path(tracking_uri[len("sqlite:///") :])
 
 
 def open_store(tracking_uri: str) -> EmbeddedRegistry | None:
