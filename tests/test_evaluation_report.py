@@ -20,7 +20,7 @@ from radpipe.config import GateConfig
 from radpipe.modelspec import ModelSpec
 from radpipe.preprocessing import Preprocessing
 from radpipe.reporting import plots
-from radpipe.reporting.findings import DataSummary, Findings, safe_source
+from radpipe.reporting.findings import CandidateSummary, DataSummary, Findings, safe_source, seed_spreads
 from radpipe.reporting.model_card import build_model_card
 from radpipe.reporting.report import build_report
 
@@ -153,6 +153,47 @@ def test_report_is_one_self_contained_page(scored, tmp_path: Path) -> None:  # t
     assert "<script>" not in page and "&lt;script&gt;" in page  # names are escaped
     assert re.search(r"<table>.*Macro-F1", page, re.S) and "Gate passed" in page
     assert "<h1>Model card:" in page  # the Markdown card, rendered
+
+
+def candidate(name: str, seed: int, val_accuracy: float, val_loss: float, size: int = 448) -> CandidateSummary:
+    spec = ModelSpec(
+        CLASSES,
+        Preprocessing(size),
+        "mobilenet_v2",
+        "imagenet",
+        extra={
+            "model_config": {"image_size": size},
+            "train_config": {"seed": seed, "head": "logistic"},
+            "val_metrics": {"val_accuracy": val_accuracy, "val_macro_f1": val_accuracy - 0.05, "val_loss": val_loss},
+        },
+    )
+    return CandidateSummary.of(name, spec)
+
+
+def test_seed_spread_groups_candidates_that_differ_by_the_seed_alone() -> None:
+    candidates = [
+        candidate("s42", 42, 0.90, 0.40),
+        candidate("s1", 1, 0.85, 0.45),
+        candidate("s7", 7, 0.87, 0.42),
+        candidate("small", 42, 0.80, 0.50, size=224),  # another recipe, one seed: no spread of its own
+    ]
+    (spread,) = seed_spreads(candidates)
+    assert spread.names == ["s42", "s1", "s7"] and spread.seeds == [42, 1, 7]
+    assert spread.ranges["val_accuracy"] == (0.85, 0.90) and spread.ranges["val_loss"] == (0.40, 0.45)
+    assert seed_spreads(candidates[:1] + candidates[3:]) == []
+
+
+def test_report_lists_the_candidates_and_the_spread_over_seeds(scored, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = findings(scored)
+    f.candidate = "s42"
+    f.candidates = [candidate("s42", 42, 0.90, 0.40), candidate("s1", 1, 0.85, 0.45), candidate("s7", 7, 0.87, 0.42)]
+    card = build_model_card(f)
+    assert "## Candidates" in card and "| **s42** | 42 | 0.900 | 0.850 | 0.4000 |" in card
+    assert "Spread over seeds 42, 1, 7" in card and "accuracy 0.850–0.900 (5.0 points)" in card
+    page = build_report(f, card, {})
+    assert "Spread over seeds 42, 1, 7" in page
+    f.candidates = f.candidates[:1]  # no search: no candidate table
+    assert "## Candidates" not in build_model_card(f)
 
 
 def test_model_card_states_grouping_and_near_duplicates(scored) -> None:  # type: ignore[no-untyped-def]

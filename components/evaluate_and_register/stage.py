@@ -54,7 +54,7 @@ from radpipe.errors import RadpipeError
 from radpipe.json_safe import finite_metrics, json_safe
 from radpipe.preprocessing import Preprocessing
 from radpipe.reporting import plots as plotting
-from radpipe.reporting.findings import DataSummary, Findings
+from radpipe.reporting.findings import CandidateSummary, DataSummary, Findings
 from radpipe.reporting.model_card import build_model_card
 from radpipe.reporting.report import build_report
 
@@ -192,7 +192,7 @@ def _run(
     paths: OutputPaths,
 ) -> EvaluateOutputs:
     name = register_config.model_name
-    best, model, val = select(dataset_dir, candidate_dirs, evaluate_config)  # 1.
+    candidates, best, model, val = select(dataset_dir, candidate_dirs, evaluate_config)  # 1.
     if evaluate_config.calibrate:  # 2.
         split = val(best.spec.preprocessing)
         spec = temperature.calibrate(model, best.spec, split.images, split.labels, evaluate_config.batch_size)
@@ -214,6 +214,7 @@ def _run(
         gate=register_config.gate,
         champion=champion,
         challenger_alias=register_config.challenger_alias,
+        candidates=[CandidateSummary.of(c.name, c.spec) for c in candidates],
     )
     with (
         _closed_at_end(client, run_id if own_run else ""),
@@ -239,9 +240,9 @@ def _run(
 
 def select(
     dataset_dir: str, candidate_dirs: list[str], config: EvaluateConfig
-) -> tuple[Candidate, Any, ValidationSplits]:
-    """The best candidate on validation and its model (an ensemble of the best few when it is no worse), and
-    the validation splits it was judged on, for calibration to reuse."""
+) -> tuple[list[Candidate], Candidate, Any, ValidationSplits]:
+    """Every trained candidate, the best on validation and its model (an ensemble of the best few when it is
+    no worse), and the validation splits it was judged on, for calibration to reuse."""
     candidates = read_candidates(candidate_dirs)
     best = choose(candidates, config.select_by)
     model = load_candidate(best)
@@ -250,7 +251,7 @@ def select(
         best, model = ensembling.consider(
             candidates, best, model, val, config.ensemble, config.batch_size, config.select_by
         )
-    return best, model, val
+    return candidates, best, model, val
 
 
 def score(model: Any, best: Candidate, dataset_dir: str, config: EvaluateConfig) -> tuple[Split, Evaluation]:

@@ -7,6 +7,7 @@ object means they cannot disagree.
 from __future__ import annotations
 
 import datetime
+import json
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,57 @@ class DataSummary:
         )
 
 
+@dataclass(frozen=True)
+class CandidateSummary:
+    """One trained candidate as validation judged it: a row of the card's candidate table.
+
+    ``recipe`` is everything the candidate was built and trained with except ``train.seed``, so candidates
+    that share it differ by their seed alone, and their spread is the seed's effect.
+    """
+
+    name: str
+    seed: int | None
+    recipe: str
+    val_metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, name: str, spec: ModelSpec) -> CandidateSummary:
+        extra = spec.extra
+        train = dict(extra.get("train_config") or {})
+        seed = train.pop("seed", None)
+        recipe = json.dumps({"model": extra.get("model_config"), "train": train}, sort_keys=True, default=str)
+        return cls(name, None if seed is None else int(seed), recipe, dict(extra.get("val_metrics") or {}))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """Candidates of one recipe trained with different seeds: how far apart validation put them."""
+
+    names: list[str]
+    seeds: list[int]
+    ranges: dict[str, tuple[float, float]]
+    """``val_accuracy``, ``val_macro_f1``, ``val_loss``: (lowest, highest) over the seeds."""
+
+
+def seed_spreads(candidates: list[CandidateSummary]) -> list[SeedSpread]:
+    """One :class:`SeedSpread` per recipe that ran with two or more seeds."""
+    by_recipe: dict[str, list[CandidateSummary]] = {}
+    for c in candidates:
+        if c.seed is not None:
+            by_recipe.setdefault(c.recipe, []).append(c)
+    spreads = []
+    for group in by_recipe.values():
+        if len({c.seed for c in group}) < 2:
+            continue
+        ranges = {}
+        for key in ("val_accuracy", "val_macro_f1", "val_loss"):
+            values = [c.val_metrics[key] for c in group if json_safe(c.val_metrics.get(key)) is not None]
+            if values:
+                ranges[key] = (min(values), max(values))
+        spreads.append(SeedSpread([c.name for c in group], [int(c.seed) for c in group], ranges))  # type: ignore[arg-type]
+    return spreads
+
+
 def safe_source(uri: str) -> str:
     """A data URI fit to print: no credentials, no query string (pre-signed URLs carry tokens there)."""
     parsed = urllib.parse.urlsplit(uri)
@@ -104,6 +156,8 @@ class Findings:
     gate: GateConfig
     champion: ChampionScore
     challenger_alias: str
+    candidates: list[CandidateSummary] = field(default_factory=list)
+    """Every candidate the search trained (one without a search), as validation scored them."""
     created: str = field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     )

@@ -16,7 +16,10 @@ from radpipe.reporting.findings import (
     Findings,
     fmt,
     safe_source,
+    seed_spreads,
 )
+
+VAL_KEYS = ("val_accuracy", "val_macro_f1", "val_loss")
 
 TRAIN_KEYS = (
     "head_on_features",
@@ -129,6 +132,40 @@ def _training(f: Findings) -> str:
             + "."
         )
     return text
+
+
+def _candidates(f: Findings) -> str:
+    """Every candidate of the search on validation, and, per recipe run with several seeds, their spread: how
+    much of the choice the seed alone made."""
+    rows = [
+        (
+            f"**{c.name}**" if c.name == f.candidate else c.name,
+            "–" if c.seed is None else str(c.seed),
+            *(fmt(c.val_metrics.get(k), 4 if k == "val_loss" else 3) for k in VAL_KEYS),
+        )
+        for c in f.candidates
+    ]
+    text = md_table(["candidate", "seed", "val accuracy", "val macro-F1", "val log loss"], rows)
+    for spread in seed_spreads(f.candidates):
+        parts = [
+            f"{label} {fmt(low, digits)}–{fmt(high, digits)}"
+            + (f" ({(high - low) * 100:.1f} points)" if key != "val_loss" else "")
+            for key, label, digits in (
+                ("val_accuracy", "accuracy", 3),
+                ("val_macro_f1", "macro-F1", 3),
+                ("val_loss", "log loss", 4),
+            )
+            if key in spread.ranges
+            for low, high in [spread.ranges[key]]
+        ]
+        text += (
+            f"\n\nSpread over seeds {', '.join(map(str, spread.seeds))} (candidates {', '.join(spread.names)}, the "
+            "same recipe otherwise), on validation: " + "; ".join(parts) + "."
+        )
+    return text + (
+        "\n\nThe bold candidate is the one registered (an ensemble's members are named under Model). Only "
+        "validation chose: no candidate but the registered one was scored on test."
+    )
 
 
 def _data(f: Findings) -> str:
@@ -277,6 +314,7 @@ def build_model_card(f: Findings) -> str:
         "modalities, body regions, scanners, protocols, paediatric patients); 3D volumes.",
         "## Model\n\n" + _model(f),
         "## Training\n\n" + _training(f),
+        *(["## Candidates\n\n" + _candidates(f)] if len(f.candidates) > 1 else []),
         "## Data\n\n" + _data(f),
         "## Evaluation\n\n" + _evaluation(f),
         "## Gate decision\n\n" + _gate(f),
