@@ -30,6 +30,7 @@ from radpipe import dicom
 from radpipe.aliases import alias_problem
 from radpipe.backbones import BACKBONES
 from radpipe.errors import ConfigError
+from radpipe.preprocessing import FRAMINGS
 
 S = TypeVar("S", bound="Section")
 
@@ -242,6 +243,11 @@ class ModelConfig(Section):
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""
+    framing: str = "trim-pad"
+    """How an image of any shape becomes the model's square: 'trim-pad' (dark border cut away, then resized
+    to fit with the aspect ratio kept and padded with black), 'pad' (no trimming) or 'stretch' (resized to
+    the square, as radpipe did before). Recorded with the model, so predict and serve frame images the same
+    way. Chosen by grouped cross-validation: docs/benchmarks.md, "Honest validation"."""
     window: str | list[str] = "lung"
     """How DICOM input becomes pixels: a named window (``lung`` -600/1500, ``mediastinum`` 40/400, ``bone``
     400/1800) or ``CENTRE/WIDTH`` in modality units (HU for CT), as grey; or a list of three, one per colour
@@ -266,6 +272,11 @@ class ModelConfig(Section):
             dicom.parse_windows(self.window)
         except ValueError as exc:
             _fail(_join(path, "window"), str(exc))
+        _check(
+            self.framing in FRAMINGS,
+            _join(path, "framing"),
+            f"must be one of {', '.join(FRAMINGS)}, got {self.framing!r}",
+        )
         _check(bool(self.scales), _join(path, "scales"), "must list at least one fraction of image_size, e.g. [1.0]")
         for i, scale in enumerate(self.scales):
             _check(0.0 < scale <= 1.0, _join(path, f"scales[{i}]"), f"must be in (0, 1], got {scale}")
@@ -312,10 +323,17 @@ class TrainConfig(Section):
     """Stop a phase after this many epochs without a better validation loss (0 = never stop early)."""
     head: str = "logistic"
     """How the head is fitted on the frozen backbone's features: 'logistic' (scikit-learn's multinomial
-    logistic regression on standardised features, its L2 strength chosen on validation log loss among
-    ``head_c``; deterministic) or 'keras' (gradient descent for ``epochs`` with early stopping)."""
+    logistic regression on standardised features, its L2 strength chosen among ``head_c`` as
+    ``head_selection`` says; deterministic) or 'keras' (gradient descent for ``epochs`` with early stopping)."""
     head_c: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
     """Inverse L2 strengths the 'logistic' head tries (scikit-learn's ``C``)."""
+    head_selection: str = "grouped-cv"
+    """How the 'logistic' head chooses among ``head_c``: 'grouped-cv' (out-of-fold log loss of
+    ``head_cv_folds`` stratified folds over the training split, no group of images on both sides of a fold;
+    the validation split stays untouched for evaluate-and-register) or 'validation' (log loss on the
+    validation split, which then also chose the head)."""
+    head_cv_folds: int = 5
+    """Folds of 'grouped-cv' (at most the number of training groups)."""
     head_on_features: bool = True
     """Train the frozen-phase head on backbone features computed once (see components/train/features.py);
     false trains it end to end with augmentation, every epoch a full forward pass."""
@@ -355,6 +373,12 @@ class TrainConfig(Section):
             "'logistic' fits on cached backbone features: set head_on_features true, or head 'keras'",
         )
         _check(bool(self.head_c), _join(path, "head_c"), "must list at least one value")
+        _check(
+            self.head_selection in ("grouped-cv", "validation"),
+            _join(path, "head_selection"),
+            f"must be 'grouped-cv' or 'validation', got {self.head_selection!r}",
+        )
+        _check(2 <= self.head_cv_folds <= 20, _join(path, "head_cv_folds"), f"must be 2..20, got {self.head_cv_folds}")
         for i, c in enumerate(self.head_c):
             _check(c > 0, _join(path, f"head_c[{i}]"), f"must be > 0, got {c}")
         _check(self.fine_tune_layers >= 0, _join(path, "fine_tune_layers"), "must be >= 0")

@@ -8,7 +8,7 @@ data set at 224 px fits in about 100 MB.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ class Split:
     labels: np.ndarray
     paths: list[str]
     class_names: list[str]
+    groups: list[str] = field(default_factory=list)
+    """Each image's group key (slices of one scan share one); a data set ingested before radpipe grouped
+    images has none recorded, and then each image is a group of its own."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,4 +68,6 @@ def load_split(
             images[i] = to_model_input(dataset_dir / entry["path"], preprocessing)
             bar.update()
     labels = np.asarray([classes.index(f["class"]) for f in entries], dtype=np.int64)
-    return Split(split, images, labels, [f["path"] for f in entries], classes)
+    paths = [f["path"] for f in entries]
+    groups = [str(f.get("group") or f["path"]) for f in entries]
+    return Split(split, images, labels, paths, classes, groups)

@@ -27,6 +27,15 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", "
 
 ImageSource = str | Path | bytes
 
+FRAMINGS = ("stretch", "pad", "trim-pad")
+"""How an image becomes the model's square: ``stretch`` (resized to the square, the aspect ratio lost),
+``pad`` (resized to fit inside it, aspect kept, centred on black), ``trim-pad`` (the dark border cut away
+first, so the body fills the frame whatever margin the export left, then ``pad``)."""
+
+TRIM_LEVEL = 20
+"""Grey level (0-255) above which a row or column counts as content for ``trim-pad``: CT air and export
+margins sit near 0, soft tissue and bone far above."""
+
 
 class ImageError(ValueError):
     """The bytes are not an image we can decode."""
@@ -47,19 +56,25 @@ class Preprocessing:
     Empty in records written before radpipe read DICOM: such a model refuses DICOM input."""
     frame: str = dicom.FRAME_POLICY
     """Which frame of a multi-frame DICOM file is the image: ``middle``."""
+    framing: str = "stretch"
+    """How an image of any shape becomes a square (:data:`FRAMINGS`); records without it stretched."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["value_range"] = list(self.value_range)
         data["windows"] = [w.to_dict() for w in self.windows]
+        # Version 2 marks a framing that radpipe before it would ignore (and stretch): such a radpipe then
+        # refuses the model ("upgrade radpipe") instead of feeding it differently framed images.
+        data["version"] = 1 if self.framing == "stretch" else 2
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         if (
-            int(data.get("version", 1)) != 1
+            int(data.get("version", 1)) not in (1, 2)
             or data.get("color_mode", "RGB") != "RGB"
             or data.get("frame", dicom.FRAME_POLICY) != dicom.FRAME_POLICY
+            or data.get("framing", "stretch") not in FRAMINGS
         ):
             raise ValueError(f"unsupported preprocessing record {data}; upgrade radpipe to load this model")
         return cls(
@@ -70,6 +85,7 @@ class Preprocessing:
             value_range=tuple(data.get("value_range", (0.0, 255.0))),  # type: ignore[arg-type]
             windows=tuple(dicom.Window.from_dict(w) for w in data.get("windows", ())),
             frame=data.get("frame", dicom.FRAME_POLICY),
+            framing=data.get("framing", "stretch"),
         )
 
 
@@ -159,10 +175,34 @@ def to_model_input(source: ImageSource | Image.Image, preprocessing: Preprocessi
     uint8 keeps a whole data set small in memory; :func:`batch` casts to the model's float32.
     """
     image = to_rgb(decode(source, preprocessing))
-    size = (preprocessing.image_size, preprocessing.image_size)
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    size = preprocessing.image_size
+    if preprocessing.framing == "trim-pad":
+        image = trim_dark_border(image)
+    if preprocessing.framing == "stretch" or image.width == image.height:
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    scale = size / max(image.size)
+    inner = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+    )
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(inner, ((size - inner.width) // 2, (size - inner.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def trim_dark_border(image: Image.Image) -> Image.Image:
+    """``image`` cropped to the rows and columns with content (above :data:`TRIM_LEVEL`); unchanged when that
+    would keep less than a third of either side (a dark image, not a margin)."""
+    grey = np.asarray(image.convert("L"))
+    rows = np.flatnonzero(grey.max(axis=1) > TRIM_LEVEL)
+    cols = np.flatnonzero(grey.max(axis=0) > TRIM_LEVEL)
+    if not len(rows) or not len(cols):
+        return image
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    if box[2] - box[0] <= image.width / 3 or box[3] - box[1] <= image.height / 3:
+        return image
+    return image.crop(box) if box != (0, 0, image.width, image.height) else image
 
 
 def batch(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -86,8 +86,17 @@ def test_candidates_that_window_dicom_differently_are_not_averaged(members: list
     assert ensemble.input_preprocessing(same).windows == same[0].spec.preprocessing.windows  # both lung
     candidates = read_candidates([str(members[0]), str(bone)])
     assert ensemble.input_preprocessing(candidates) is None
-    with pytest.raises(RadpipeError, match="window DICOM differently"):
+    with pytest.raises(RadpipeError, match=r"window DICOM \(model.window\) or frame images"):
         ensemble.build_spec(candidates, {})
+
+
+def test_candidates_that_frame_images_differently_are_not_averaged(members: list[Path], tmp_path: Path) -> None:
+    stretched = tmp_path / "stretched"
+    config = ModelConfig(weights="none", image_size=32, scales=[1.0], framing="stretch")
+    prepare_base(config, CLASSES, stretched, tmp_path)
+    same = read_candidates([str(d) for d in members])
+    assert ensemble.input_preprocessing(same).framing == same[0].spec.preprocessing.framing == "trim-pad"
+    assert ensemble.input_preprocessing(read_candidates([str(members[0]), str(stretched)])) is None
 
 
 def test_a_temperature_scales_every_member_of_an_ensemble(members: list[Path]) -> None:

@@ -61,6 +61,43 @@ def test_batch_is_float32() -> None:
 
 
 def test_record_round_trip() -> None:
-    assert Preprocessing.from_dict(PRE.to_dict()) == PRE
+    assert Preprocessing.from_dict(PRE.to_dict()) == PRE and PRE.to_dict()["version"] == 1
     with pytest.raises(ValueError, match="unsupported preprocessing record"):
-        Preprocessing.from_dict({**PRE.to_dict(), "version": 2})
+        Preprocessing.from_dict({**PRE.to_dict(), "version": 3})
+    # A framing that radpipe before it would ignore is written as version 2, which such a radpipe refuses.
+    padded = Preprocessing(image_size=16, framing="trim-pad")
+    assert padded.to_dict()["version"] == 2 and Preprocessing.from_dict(padded.to_dict()) == padded
+    assert Preprocessing.from_dict({k: v for k, v in PRE.to_dict().items() if k != "framing"}).framing == "stretch"
+    with pytest.raises(ValueError, match="unsupported preprocessing record"):
+        Preprocessing.from_dict({**PRE.to_dict(), "framing": "crop"})
+
+
+def slice_on_black() -> Image.Image:
+    """A 60 x 30 "slice": a grey 40 x 20 body inside a black margin of 10 px left and right, 5 top and bottom."""
+    image = Image.new("L", (60, 30), 0)
+    image.paste(150, (10, 5, 50, 25))
+    return image
+
+
+def content_box(array: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows and columns (first, last) where the body shows (above half its grey level), after resizing."""
+    rows, cols = np.flatnonzero((array > 75).any(axis=1)), np.flatnonzero((array > 75).any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def test_framings() -> None:
+    source = encode(slice_on_black())
+
+    def framed(framing: str) -> np.ndarray:
+        return to_model_input(source, Preprocessing(image_size=12, framing=framing))[..., 0]
+
+    # stretch: the 2:1 image squeezed into the square, margins and all: the body spans 2/3 of each side.
+    assert content_box(framed("stretch")) == (2, 9, 2, 9)
+    # pad: aspect kept, 60 x 30 -> 12 x 6 centred in rows 3-8; the margins stay, the body is 8 x 4.
+    assert content_box(framed("pad")) == (4, 7, 2, 9)
+    # trim-pad: the margin cut away first: the 40 x 20 body -> 12 x 6, the full width.
+    assert content_box(framed("trim-pad")) == (3, 8, 0, 11)
+    # a dark image whose content is a speck is not cropped to the speck
+    speck = Image.new("L", (60, 30), 0)
+    speck.putpixel((30, 15), 255)
+    assert to_model_input(encode(speck), Preprocessing(image_size=12, framing="trim-pad")).max() > 0

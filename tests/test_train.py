@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from radpipe.components.prepare_base.prepare_base import prepare_base
-from radpipe.components.train.train import class_weights, set_trainable, train_model
+from radpipe.components.train.train import class_weights, grouped_cv_losses, set_trainable, train_model
 from radpipe.config import AugmentationConfig, ModelConfig, TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import DataError
@@ -93,11 +94,11 @@ def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> 
     assert len(result.history) < 30
 
 
-@pytest.mark.parametrize("classes", [2, 3])
-def test_logistic_head_is_the_regression_chosen_on_validation_folded_into_the_model(
-    classes: int, tmp_path: Path
+@pytest.mark.parametrize(("classes", "selection"), [(2, "validation"), (3, "validation"), (3, "grouped-cv")])
+def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
+    classes: int, selection: str, tmp_path: Path
 ) -> None:
-    """The saved model computes the chosen regression's probabilities, whatever the seed."""
+    """The saved model computes the chosen regression's probabilities; chosen on validation, whatever the seed."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -114,16 +115,23 @@ def test_logistic_head_is_the_regression_chosen_on_validation_folded_into_the_mo
     model_config = ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0])
     spec = prepare_base(model_config, names, tmp_path / "base", tmp_path)
     assert spec.scales == [32, 64]
-    config = TrainConfig(head_c=[0.01, 1.0], **NO_FINE_TUNING)
+    config = TrainConfig(head_c=[0.01, 1.0], head_selection=selection, head_cv_folds=3, **NO_FINE_TUNING)
     results = [
         train_model(tmp_path / "base", tmp_path / "ds", config.replace(seed=seed), tmp_path / f"out{seed}")
         for seed in (1, 2)
     ]
     tried = results[0].spec.extra["logistic_head"]
     assert [r["c"] for r in tried] == [0.01, 1.0]
-    kept = min(tried, key=lambda r: r["val_loss"])
+    judge = "cv_loss" if selection == "grouped-cv" else "val_loss"
+    assert all(judge in r for r in tried) and (selection == "grouped-cv") == ("cv_loss" in tried[0])
+    kept = min(tried, key=lambda r: r[judge])
     assert results[0].val_metrics["val_loss"] == pytest.approx(kept["val_loss"], rel=1e-4, abs=1e-5)
-    assert results[0].val_metrics == results[1].val_metrics  # no seed moves it
+    assert (
+        "lowest " + ("grouped cross-validation" if judge == "cv_loss" else "validation")
+        in (results[0].spec.extra["phase_ends"][0])
+    )
+    if selection == "validation":
+        assert results[0].val_metrics == results[1].val_metrics  # no seed moves it
 
     model, spec = load_model_dir(tmp_path / "out1")
     train = load_split(tmp_path / "ds", "train", spec.preprocessing, spec.class_names)
@@ -134,6 +142,22 @@ def test_logistic_head_is_the_regression_chosen_on_validation_folded_into_the_mo
     regression = LogisticRegression(C=kept["c"], max_iter=5000, class_weight="balanced")
     expected = regression.fit(scaler.transform(x_train), train.labels).predict_proba(scaler.transform(x_val))
     np.testing.assert_allclose(model.predict(val.images.astype(np.float32), verbose=0), expected, atol=1e-4)
+
+
+def test_grouped_cv_never_scores_an_image_on_a_fit_that_saw_its_group() -> None:
+    """Groups of identical images with labels drawn at random per group: folds that split a group would let
+    a weakly regularised fit recognise the held-out copies (loss near 0); grouped folds cannot (chance)."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"scan{i}" for i in range(40)], 4)
+    x = np.repeat(rng.normal(size=(40, 64)), 4, axis=0)
+    labels = np.repeat(rng.permutation([0, 1] * 20), 4)
+    split = Split("train", np.zeros((160, 1, 1, 3), np.uint8), labels, [], ["a", "b"], list(groups))
+    loss = grouped_cv_losses(x, split, [100.0], None, 5, seed=0)[100.0]
+    assert loss > 0.6  # log(2) = 0.69 is chance; an ungrouped split scores about 0
+    ungrouped = dataclasses.replace(split, groups=[str(i) for i in range(160)])
+    assert grouped_cv_losses(x, ungrouped, [100.0], None, 5, seed=0)[100.0] < 0.1
+    with pytest.raises(DataError, match="head_selection to 'validation'"):
+        grouped_cv_losses(x, dataclasses.replace(split, groups=["one"] * 160), [1.0], None, 5, seed=0)
 
 
 def test_fine_tune_unfreezes_only_the_top_layers(base_dir: Path) -> None:

@@ -59,12 +59,17 @@ def build_model(models: list[Any], image_sizes: list[int]) -> Any:
 
 
 def input_preprocessing(members: list[Candidate]) -> Preprocessing | None:
-    """What the ensemble's one input takes: the largest member's size, and the members' DICOM windows; None
-    when members window DICOM differently (one input cannot be windowed two ways)."""
+    """What the ensemble's one input takes: the largest member's size, and the members' DICOM windows and
+    framing; None when members window DICOM or frame images differently (one input cannot be made two ways)."""
     windows = {m.spec.preprocessing.windows for m in members}
-    if len(windows) != 1:
+    framings = {m.spec.preprocessing.framing for m in members}
+    if len(windows) != 1 or len(framings) != 1:
         return None
-    return Preprocessing(image_size=max(m.spec.preprocessing.image_size for m in members), windows=windows.pop())
+    return Preprocessing(
+        image_size=max(m.spec.preprocessing.image_size for m in members),
+        windows=windows.pop(),
+        framing=framings.pop(),
+    )
 
 
 def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> ModelSpec:
@@ -81,8 +86,8 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
     preprocessing = input_preprocessing(members)
     if preprocessing is None:
         raise RadpipeError(
-            f"candidates {', '.join(m.name for m in members)} window DICOM differently (model.window); an "
-            "ensemble has one input, so they cannot be averaged"
+            f"candidates {', '.join(m.name for m in members)} window DICOM (model.window) or frame images "
+            "(model.framing) differently; an ensemble has one input, so they cannot be averaged"
         )
     return ModelSpec(
         class_names=list(class_names),
@@ -130,8 +135,8 @@ def consider(
     shared = input_preprocessing(members)
     if shared is None:
         logger.info(
-            "evaluate: the best candidates window DICOM differently (model.window) and cannot share one input; "
-            f"no ensemble, registering '{best.name}'"
+            "evaluate: the best candidates window DICOM (model.window) or frame images (model.framing) "
+            f"differently and cannot share one input; no ensemble, registering '{best.name}'"
         )
         return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]

@@ -112,7 +112,9 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
     model = build_classifier(config, len(class_names), weights_path)
     spec = ModelSpec(
         class_names=list(class_names),
-        preprocessing=Preprocessing(image_size=config.image_size, windows=dicom.parse_windows(config.window)),
+        preprocessing=Preprocessing(
+            image_size=config.image_size, windows=dicom.parse_windows(config.window), framing=config.framing
+        ),
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,14 +219,55 @@ def head_model(model: Any, spec: ModelSpec) -> Any:
     return keras.Model(inputs, x, name="head")
 
 
+def grouped_cv_losses(
+    x: np.ndarray, split: Split, grid: list[float], class_weight: str | None, folds: int, seed: int
+) -> dict[float, float]:
+    """Out-of-fold log loss of each ``C`` over stratified folds of ``split`` that never divide a group.
+
+    Slices of one scan on both sides of a fold would reward a weak regularisation that memorises scans;
+    grouped folds score ``C`` on scans the fit has not seen, with the whole training split (not the few
+    validation images) as the judge. The standardisation is fitted inside each fold, as in the final fit.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    groups = np.asarray(split.groups or split.paths)
+    distinct = len(set(groups))
+    if distinct < 2:
+        raise DataError(
+            f"train.head_selection 'grouped-cv' needs at least 2 groups of training images, found {distinct}; "
+            "set train.head_selection to 'validation'"
+        )
+    folds = min(folds, distinct)
+    labels = np.arange(len(split.class_names))
+    oof = {c: np.zeros((len(split), len(labels))) for c in grid}
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class with fewer groups than folds: sklearn warns, the folds still hold
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fit_idx, held_idx in splitter.split(x, split.labels, groups):
+            for c in grid:
+                model = make_pipeline(
+                    StandardScaler(), LogisticRegression(C=c, max_iter=5000, class_weight=class_weight)
+                ).fit(x[fit_idx], split.labels[fit_idx])
+                classes = model.classes_
+                oof[c][np.ix_(held_idx, classes)] = model.predict_proba(x[held_idx])
+    clipped = {c: np.clip(p, 1e-15, None) for c, p in oof.items()}  # a class a fold never saw: not log(0)
+    return {c: float(log_loss(split.labels, p / p.sum(1, keepdims=True), labels=labels)) for c, p in clipped.items()}
+
+
 def fit_logistic_head(
     model: Any, spec: ModelSpec, features: dict[str, np.ndarray], train: Split, val: Split, config: TrainConfig
 ) -> list[dict[str, Any]]:
     """Fit the softmax layer as a multinomial logistic regression (scikit-learn) on standardised features.
 
-    Each ``head_c`` is fitted on train and scored by validation log loss; the best one's standardisation
-    and weights are folded into the ``probabilities`` layer (``w / sigma``, ``b - (mu / sigma) w``), so the
-    saved model computes exactly the regression's probabilities. Deterministic: no seed moves it.
+    Each ``head_c`` is scored by grouped cross-validation over train (``train.head_selection``
+    'grouped-cv') or fitted on train and scored by validation log loss ('validation'); the best one is fitted
+    on train, and its standardisation and weights are folded into the ``probabilities`` layer
+    (``w / sigma``, ``b - (mu / sigma) w``), so the saved model computes exactly the regression's
+    probabilities. Deterministic for a given ``train.seed`` (which only shuffles the folds).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -235,9 +277,18 @@ def fit_logistic_head(
         raise ConfigError(
             "train.head 'logistic' fits a linear head: set model.dense_units to 0, or use train.head 'keras'"
         )
+    weights = "balanced" if config.class_weights else None
+    cv: dict[float, float] = {}
+    if config.head_selection == "grouped-cv":
+        started = time.monotonic()
+        cv = grouped_cv_losses(features["train"], train, config.head_c, weights, config.head_cv_folds, config.seed)
+        logger.info(
+            f"train: logistic head, grouped {min(config.head_cv_folds, len(set(train.groups or train.paths)))}-fold "
+            f"cross-validation over train ({time.monotonic() - started:.0f} s): "
+            + " ".join(f"C={c:g} loss={loss:.4f}" for c, loss in cv.items())
+        )
     scaler = StandardScaler().fit(features["train"])
     x_train, x_val = scaler.transform(features["train"]), scaler.transform(features["val"])
-    weights = "balanced" if config.class_weights else None
     tried, best = [], None
     for c in config.head_c:
         started = time.monotonic()
@@ -246,14 +297,17 @@ def fit_logistic_head(
         probabilities[:, fitted.classes_] = fitted.predict_proba(x_val)
         scores = validation_scores(val.labels, probabilities, len(spec.class_names))
         record = {"c": c, **scores, "seconds": time.monotonic() - started}
+        if cv:
+            record["cv_loss"] = cv[c]
         tried.append(record)
         logger.info(
             f"train: logistic head C={c:g}: val_loss={scores['val_loss']:.4f} val_acc={scores['val_accuracy']:.3f} "
             f"val_macro_f1={scores['val_macro_f1']:.3f}"
         )
-        if best is None or scores["val_loss"] < best[0]["val_loss"]:
-            best = (record, fitted)
-    record, fitted = best
+        judged = cv[c] if cv else scores["val_loss"]
+        if best is None or judged < best[2]:
+            best = (record, fitted, judged)
+    record, fitted, _ = best
     coef = np.zeros((len(spec.class_names), x_train.shape[1]))
     intercept = np.full(len(spec.class_names), -1e4)  # a class absent from train is never predicted
     rows, offsets = fitted.coef_, fitted.intercept_
@@ -263,7 +317,8 @@ def fit_logistic_head(
     kernel = (coef / scaler.scale_).T
     bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
     layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    logger.info(f"train: logistic head: kept C={record['c']:g} (lowest validation log loss of {len(tried)})")
+    judge = "grouped cross-validation" if cv else "validation"
+    logger.info(f"train: logistic head: kept C={record['c']:g} (lowest {judge} log loss of {len(tried)})")
     return tried
 
 
@@ -364,11 +419,12 @@ def train_model(
             # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
             best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
-            kept = min(tried, key=lambda r: r["val_loss"])
+            kept = min(tried, key=lambda r: r.get("cv_loss", r["val_loss"]))
+            judge = "grouped cross-validation over train" if "cv_loss" in kept else "validation"
             best.phase_ends.append(
                 f"head: scikit-learn's logistic regression fit to convergence for each of {len(tried)} C values "
-                f"(train.head_c), kept C={kept['c']:g}; train.epochs and train.learning_rate apply to "
-                "train.head 'keras' and to fine-tuning only"
+                f"(train.head_c), kept C={kept['c']:g} (lowest {judge} log loss); train.epochs and "
+                "train.learning_rate apply to train.head 'keras' and to fine-tuning only"
             )
             record = {
                 "epoch": 1,
