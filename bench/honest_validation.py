@@ -6,10 +6,11 @@ Kaggle's train and valid parts together, against the pipeline's one validation s
         --work /tmp/honest-validation
 
 Ingest runs once into ``--work`` (its split: near-duplicates of training images removed from validation and
-test, every image with a group key); the pipeline's backbone features (MobileNetV2 at 224, 336 and 448 px
-inside the model, each averaged over the image and its mirror) are computed once and kept there as
-``features.npz`` (``features-<framing>.npz`` for another ``--framing``), so re-running with other recipes
-costs seconds.
+test, every image with a group key); the pipeline's backbone features (MobileNetV2 at each of ``--sizes``, by
+default 224, 336 and 448 px resized inside the model, each averaged over the image and its mirror) are
+computed once and kept there as ``features.npz`` (``features-<framing>[-<sizes>].npz`` for another
+``--framing`` or ``--sizes``), so re-running with other recipes skips the backbone (each recipe's
+cross-validation takes a few minutes on 2 cores).
 
 Two ways of choosing ``C`` and judging a recipe, side by side:
 
@@ -37,21 +38,21 @@ import numpy as np
 from radpipe.preprocessing import FRAMINGS
 
 WIDTH = 1280  # MobileNetV2's pooled features per scale
-SCALES = (224, 336, 448)
+SIZES = (224, 336, 448)  # the pipeline's default: model.image_size 448, model.scales [0.5, 0.75, 1.0]
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    scales: tuple[int, ...] = SCALES
+    scales: tuple[int, ...] | None = None  # pixel sizes among --sizes; None: all of them
     weighting: str = "class"  # "class": balanced classes; "group": balanced classes, each group counted once
     grid: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
 
 RECIPES = [
-    Recipe("default: 3 scales, balanced classes"),
-    Recipe("3 scales, groups weighted 1/size", weighting="group"),
-    Recipe("3 scales, groups weighted 1/sqrt(size)", weighting="sqrt-group"),
+    Recipe("all scales, balanced classes (default)"),
+    Recipe("all scales, groups weighted 1/size", weighting="group"),
+    Recipe("all scales, groups weighted 1/sqrt(size)", weighting="sqrt-group"),
     Recipe("224 px only", scales=(224,)),
     Recipe("336 px only", scales=(336,)),
     Recipe("448 px only", scales=(448,)),
@@ -61,7 +62,7 @@ RECIPES = [
 ]
 
 
-def compute_features(dataset: Path, weights: Path, out: Path, framing: str) -> None:
+def compute_features(dataset: Path, weights: Path, out: Path, framing: str, sizes: tuple[int, ...]) -> None:
     import keras
 
     from radpipe.batches import predict_in_batches
@@ -71,7 +72,9 @@ def compute_features(dataset: Path, weights: Path, out: Path, framing: str) -> N
     from radpipe.preprocessing import Preprocessing
 
     classes = read_manifest(dataset)["classes"]
-    config = ModelConfig(weights=str(weights), framing=framing)
+    config = ModelConfig(
+        weights=str(weights), framing=framing, image_size=max(sizes), scales=[s / max(sizes) for s in sizes]
+    )
     model = build_classifier(config, len(classes), weights)
     extractor = keras.Model(model.inputs, model.get_layer("features").output)
     arrays: dict[str, np.ndarray] = {}
@@ -106,8 +109,13 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float):
     return model.fit(x, y, logisticregression__sample_weight=w)
 
 
-def columns(x: np.ndarray, scales: tuple[int, ...]) -> np.ndarray:
-    return np.concatenate([x[:, SCALES.index(s) * WIDTH : (SCALES.index(s) + 1) * WIDTH] for s in scales], axis=1)
+def columns(x: np.ndarray, scales: tuple[int, ...] | None, sizes: tuple[int, ...]) -> np.ndarray:
+    if scales is None:
+        return x
+    missing = set(scales) - set(sizes)
+    if missing:
+        raise SystemExit(f"recipe needs features at {sorted(missing)} px: add them to --sizes")
+    return np.concatenate([x[:, sizes.index(s) * WIDTH : (sizes.index(s) + 1) * WIDTH] for s in scales], axis=1)
 
 
 def cv_scores(
@@ -126,10 +134,17 @@ def cv_scores(
     return {c: (log_loss(y, p, labels=labels), accuracy_score(y, p.argmax(1))) for c, p in oof.items()}
 
 
-def evaluate(recipe: Recipe, data: dict[str, np.ndarray], groups: dict[str, np.ndarray], folds: int, seeds: list[int]):
+def evaluate(
+    recipe: Recipe,
+    data: dict[str, np.ndarray],
+    groups: dict[str, np.ndarray],
+    folds: int,
+    seeds: list[int],
+    sizes: tuple[int, ...],
+):
     from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-    x = {s: columns(data[f"{s}_x"], recipe.scales) for s in ("train", "val", "test")}
+    x = {s: columns(data[f"{s}_x"], recipe.scales, sizes) for s in ("train", "val", "test")}
     y = {s: data[f"{s}_y"] for s in ("train", "val", "test")}
     labels = np.unique(np.concatenate(list(y.values())))
     row: dict[str, object] = {"recipe": recipe.name}
@@ -198,6 +213,9 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", default="0,1,2", help="fold seeds of the cross-validation")
     parser.add_argument("--framing", default="stretch", choices=FRAMINGS, help="model.framing of the features")
+    parser.add_argument(
+        "--sizes", default="224,336,448", help="pixel sizes of the scales (model.image_size is the largest)"
+    )
     parser.add_argument("--only", default="", help="comma-separated recipe numbers (1-based) to run")
     parser.add_argument("--out", default="bench/results/honest-validation.json")
     args = parser.parse_args()
@@ -211,9 +229,11 @@ def main() -> int:
     dataset = work / "dataset"
     if not (dataset / "manifest.json").is_file():
         ingest(DataConfig(uri=str(Path(args.data).resolve())), dataset, work / "ingest-work")
-    features = work / ("features.npz" if args.framing == "stretch" else f"features-{args.framing}.npz")
+    sizes = tuple(sorted(int(s) for s in args.sizes.split(",")))
+    name = "features" if args.framing == "stretch" else f"features-{args.framing}"
+    features = work / (f"{name}.npz" if sizes == SIZES else f"{name}-{'-'.join(map(str, sizes))}.npz")
     if not features.is_file():
-        compute_features(dataset, Path(args.weights).resolve(), features, args.framing)
+        compute_features(dataset, Path(args.weights).resolve(), features, args.framing, sizes)
     data = dict(np.load(features))
     group_of = {f["path"]: f["group"] for f in read_manifest(dataset)["files"]}
     groups = {s: np.asarray([group_of[str(p)] for p in data[f"{s}_paths"]]) for s in ("train", "val", "test")}
@@ -225,7 +245,7 @@ def main() -> int:
         f"{'C':>6} {'cv loss':>7} {'cv acc':>6} {'range':>11} {'test':>6}"
     )
     for recipe in chosen:
-        row = evaluate(recipe, data, groups, args.folds, seeds)
+        row = evaluate(recipe, data, groups, args.folds, seeds, sizes)
         v, cv = row["valid"], row["cv"]
         print(
             f"{recipe.name:44} | {v['c']:6g} {v['val_loss']:8.3f} {v['val_acc']:7.3f} {v['test_acc']:6.3f} | "

@@ -228,3 +228,34 @@ def test_model_card_states_grouping_and_near_duplicates(scored) -> None:  # type
     # A data set ingested before grouping existed says so instead of staying silent.
     f.data = DataSummary.from_manifest({"counts": manifest["counts"], "report": {}}, "")
     assert "Grouping: not recorded" in build_model_card(f)
+
+
+def test_model_card_of_a_logistic_head_shows_its_framing_settings_and_the_choice_of_c(scored) -> None:  # type: ignore[no-untyped-def]
+    f = findings(scored)
+    tried = [
+        {"c": 0.01, "cv_loss": 0.39, "val_loss": 0.58, "val_accuracy": 0.85},
+        {"c": 0.1, "cv_loss": 0.37, "val_loss": 0.67, "val_accuracy": 0.83},
+    ]
+    f.spec = ModelSpec(
+        CLASSES,
+        Preprocessing(448, framing="trim-pad"),
+        "mobilenet_v2",
+        "imagenet",
+        extra={
+            "train_config": {"head": "logistic", "head_selection": "grouped-cv", "head_cv_folds": 5, "epochs": 100},
+            "logistic_head": tried,
+            "val_metrics": {"val_accuracy": 0.83},
+            "best_epoch": 1,
+            "history": [{}],
+        },
+    )
+    card = build_model_card(f)
+    assert "RGB 448×448 (dark border trimmed, then fitted inside the square" in card
+    assert "| head_selection | grouped-cv |" in card and "| epochs |" not in card  # what does not shape the head
+    assert "C = 0.1 kept by the lowest out-of-fold log loss of grouped 5-fold cross-validation" in card
+    assert "| **0.1** | 0.3700 | 0.6700 | 0.830 |" in card and "| 0.01 | 0.3900 |" in card
+    assert "Kept epoch" not in card and "Validation (the kept head): accuracy 0.830." in card
+    # Chosen on validation (train.head_selection 'validation'): the column that chose is the validation loss.
+    f.spec = f.spec.with_extra(logistic_head=[{k: v for k, v in r.items() if k != "cv_loss"} for r in tried])
+    card = build_model_card(f)
+    assert "C = 0.01 kept by the lowest validation log loss" in card and "| **0.01** | – | 0.5800 |" in card

@@ -37,6 +37,16 @@ TRAIN_KEYS = (
     "seed",
 )
 
+LOGISTIC_KEYS = ("head", "head_selection", "head_cv_folds", "head_c", "class_weights", "fine_tune_layers", "seed")
+"""The settings that shape a 'logistic' head without fine-tuning: epochs, learning rates and augmentation
+do not touch it, and a card listing them would suggest they did."""
+
+FRAMING_TEXT = {
+    "stretch": "stretched to the square",
+    "pad": "fitted inside the square with the aspect ratio kept, padded with black",
+    "trim-pad": "dark border trimmed, then fitted inside the square with the aspect ratio kept, padded with black",
+}
+
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
@@ -70,7 +80,8 @@ def _model(f: Findings) -> str:
             ("Starting weights", weights),
             (
                 "Input",
-                f"RGB {pre.image_size}×{pre.image_size}, {pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
+                f"RGB {pre.image_size}×{pre.image_size} ({FRAMING_TEXT.get(pre.framing, pre.framing)}), "
+                f"{pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
             ),
             ("DICOM input", _dicom_input(pre)),
             ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
@@ -118,20 +129,57 @@ def _members(spec: ModelSpec) -> str:
 def _training(f: Findings) -> str:
     extra = f.spec.extra
     config = extra.get("train_config", {})
-    rows = [(key, _value(config[key])) for key in TRAIN_KEYS if key in config]
+    logistic_only = config.get("head") == "logistic" and not config.get("fine_tune_layers")
+    rows = [(key, _value(config[key])) for key in (LOGISTIC_KEYS if logistic_only else TRAIN_KEYS) if key in config]
     augmentation = config.get("augmentation")
-    if isinstance(augmentation, dict):
+    if isinstance(augmentation, dict) and not logistic_only:
         rows.append(("augmentation", ", ".join(f"{k} {_value(v)}" for k, v in augmentation.items())))
     text = md_table(["setting", "value"], rows) if rows else "_No training configuration was recorded._"
     history = extra.get("history") or []
     val = extra.get("val_metrics", {})
-    if extra.get("best_epoch"):
+    if extra.get("logistic_head"):
+        text += "\n\n" + _logistic_head(extra["logistic_head"], config)
+    if logistic_only and extra.get("logistic_head"):
+        text += (
+            "\n\nValidation (the kept head): "
+            + ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(val.items()))
+            + "."
+        )
+    elif extra.get("best_epoch"):
         text += (
             f"\n\nKept epoch {extra['best_epoch']} of {len(history) or '?'} (lowest validation loss). Validation: "
             + ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(val.items()))
             + "."
         )
     return text
+
+
+def _logistic_head(tried: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    """Each ``C`` the logistic head tried and the score that chose among them, so a reader sees how clear
+    the choice was (a flat column means the regularisation hardly mattered)."""
+    by_cv = all("cv_loss" in r for r in tried)
+    key = "cv_loss" if by_cv else "val_loss"
+    kept = min(tried, key=lambda r: r[key])
+    judge = (
+        f"the lowest out-of-fold log loss of grouped {config.get('head_cv_folds', '?')}-fold cross-validation over "
+        "the training split (no group of images on both sides of a fold)"
+        if by_cv
+        else "the lowest validation log loss"
+    )
+    rows = [
+        (
+            f"**{r['c']:g}**" if r is kept else f"{r['c']:g}",
+            fmt(r["cv_loss"], 4) if by_cv else "–",
+            fmt(r["val_loss"], 4),
+            fmt(r.get("val_accuracy")),
+        )
+        for r in tried
+    ]
+    return (
+        "Head: scikit-learn's multinomial logistic regression on standardised backbone features, fitted on the "
+        f"training split; C = {kept['c']:g} kept by {judge}.\n\n"
+        + md_table(["C", "cross-validation log loss", "validation log loss", "validation accuracy"], rows)
+    )
 
 
 def _candidates(f: Findings) -> str:
