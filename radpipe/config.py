@@ -232,11 +232,12 @@ class ModelConfig(Section):
     weights: str = "imagenet"
     """``imagenet`` (Keras cache or download), ``none`` (random; must be explicit), or a path / s3:// /
     https:// URI of a weights file for the backbone without its top."""
-    image_size: int = 448
-    """Square input size in pixels: the largest scale the backbone sees (docs/benchmarks.md, "Resolution")."""
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
-    """Fractions of ``image_size`` at which the backbone sees each image (224, 336 and 448 px by default);
-    the pooled features of every scale are concatenated for the head. ``[1.0]``: one scale."""
+    image_size: int = 560
+    """Square input size in pixels: the largest scale the backbone sees (docs/benchmarks.md, "Resolution"
+    and "Honest validation")."""
+    scales: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8, 1.0])
+    """Fractions of ``image_size`` at which the backbone sees each image (224, 336, 448 and 560 px by
+    default); the pooled features of every scale are concatenated for the head. ``[1.0]``: one scale."""
     mirror: bool = True
     """Average each scale's pooled features over the image and its left-right mirror image (one more
     backbone pass per scale), so the head does not depend on the side a finding is on."""

@@ -117,6 +117,15 @@ def test_every_key_is_documented() -> None:
     assert not missing, f"document these keys in docs/configuration.md: {missing}"
 
 
+@pytest.mark.parametrize("name", ["demo.yaml", "dicom-demo.yaml", "search.yaml"])
+def test_every_example_config_loads_and_its_candidates_resolve(name: str) -> None:
+    from conftest import REPO
+
+    config = load_config(REPO / "examples" / name)
+    for candidate in config.search.candidates:
+        resolve_candidate(config.model, config.train, candidate)
+
+
 def test_cli_config_prints_the_effective_config(capsys: pytest.CaptureFixture[str]) -> None:
     import yaml
 
