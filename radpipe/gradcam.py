@@ -33,9 +33,13 @@ class GradCam:
             raise ValueError("this model's record names no feature layer; Grad-CAM needs one")
         backbone = model.get_layer(spec.backbone_layer)
         self._normalize = model.get_layer("normalize")
-        self._features = keras.Model(
-            backbone.input, [backbone.get_layer(spec.feature_layer).output, backbone.output], name="gradcam_features"
-        )
+        # The backbone split at its last convolution: the part up to it runs outside the gradient tape,
+        # the pooling after it inside. A tape around the whole backbone kept every activation of every
+        # scale and mirror view for the gradient (24 GiB for 8 images at 224-560 px); only the last
+        # convolution's output needs one.
+        conv = backbone.get_layer(spec.feature_layer).output
+        self._conv = keras.Model(backbone.input, conv, name="gradcam_conv")
+        self._pool = keras.Model(conv, backbone.output, name="gradcam_pool")
         # The head is the chain of layers after its input (dropout, optional dense, softmax): after the
         # backbone, or after the concatenation of every scale's features.
         head_input = model.get_layer("features") if spec.is_multiscale else backbone
@@ -59,14 +63,15 @@ class GradCam:
         x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
         if self._members:
             return self._ensemble_heatmaps(x, class_index)
-        with tf.GradientTape() as tape:
-            normalized = self._normalize(x)
-            convs, pooled = [], []
-            for resize, mirrored in self._views:
-                view = normalized if resize is None else resize(normalized)
-                conv, features = self._features(tf.reverse(view, axis=[2]) if mirrored else view, training=False)
-                convs.append(conv)
-                pooled.append(features)
+        normalized = self._normalize(x)
+        convs = []
+        for resize, mirrored in self._views:
+            view = normalized if resize is None else resize(normalized)
+            convs.append(self._conv(tf.reverse(view, axis=[2]) if mirrored else view, training=False))
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for conv in convs:
+                tape.watch(conv)
+            pooled = [self._pool(conv, training=False) for conv in convs]
             if self._mirror:  # each scale's features: the average over the image and its mirror image
                 pooled = [(pooled[i] + pooled[i + 1]) / 2 for i in range(0, len(pooled), 2)]
             out = pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)

@@ -61,3 +61,40 @@ def test_a_model_without_feature_layer_is_refused(tmp_path: Path) -> None:
     model, spec = load_model_dir(tmp_path / "m")
     with pytest.raises(ValueError, match="names no feature layer"):
         GradCam(model, spec.__class__(**{**spec.__dict__, "feature_layer": ""}))
+
+
+def test_heatmaps_equal_a_gradient_taken_through_the_whole_backbone(tmp_path: Path) -> None:
+    """The backbone runs outside the tape and only its pooling inside: the heatmaps must equal Grad-CAM with
+    the tape around everything (the textbook way, which kept every activation alive)."""
+    import keras
+    import tensorflow as tf
+
+    prepare_base(
+        ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0]), ["a", "b", "c"], tmp_path / "m", tmp_path
+    )
+    model, spec = load_model_dir(tmp_path / "m")
+    images = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    cam = GradCam(model, spec)
+    backbone = model.get_layer(spec.backbone_layer)
+    both = keras.Model(backbone.input, [backbone.get_layer(spec.feature_layer).output, backbone.output])
+    with tf.GradientTape() as tape:
+        normalized = model.get_layer("normalize")(tf.constant(images))
+        convs, pooled = [], []
+        for resize, mirrored in cam._views:
+            view = normalized if resize is None else resize(normalized)
+            conv, features = both(tf.reverse(view, axis=[2]) if mirrored else view, training=False)
+            convs.append(conv)
+            pooled.append(features)
+        out = tf.concat([(pooled[i] + pooled[i + 1]) / 2 for i in range(0, len(pooled), 2)], axis=-1)
+        for layer in cam._head:
+            out = layer(out, training=False)
+        score = tf.gather(out, tf.constant([2, 0, 1], tf.int64), axis=1, batch_dims=1)
+    total = tf.zeros((3, 64, 64))
+    for (_, mirrored), conv, grads in zip(cam._views, convs, tape.gradient(score, convs), strict=True):
+        one = tf.nn.relu(tf.reduce_sum(tf.reduce_mean(grads, axis=(1, 2), keepdims=True) * conv, axis=-1))
+        one = tf.reverse(one, axis=[2]) if mirrored else one
+        one = one / (tf.reduce_max(one, axis=(1, 2), keepdims=True) + 1e-8)
+        total += tf.image.resize(one[..., None], (64, 64), method="bilinear")[..., 0]
+    expected = np.clip((total / (tf.reduce_max(total, axis=(1, 2), keepdims=True) + 1e-8)).numpy(), 0, 1)
+    got = cam.heatmaps(images, class_index=np.array([2, 0, 1]))
+    assert expected.std() > 0.01 and np.allclose(got, expected, atol=1e-5)
