@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from radpipe import storage
+from radpipe.batches import predict_in_batches
 from radpipe.errors import ModelLoadError
 from radpipe.modelspec import SPEC_FILE, ModelSpec, load_model_dir
 from radpipe.preprocessing import ImageSource, batch, to_model_input
@@ -102,7 +103,7 @@ class Classifier:
             raise ValueError(
                 f"expected images of shape (n, {self.image_size}, {self.image_size}, 3), got {tuple(x.shape)}"
             )
-        return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+        return predict_in_batches(self.model, x, len(x))  # one call, or fewer images a call for a large model
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         return [

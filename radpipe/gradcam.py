@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from radpipe.batches import GRADIENT_PIXEL_BUDGET, batch_slices, model_batch_size
 from radpipe.modelspec import ModelSpec
 
 
@@ -60,7 +61,17 @@ class GradCam:
         """
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+        images = np.asarray(images, dtype=np.float32)
+        step = model_batch_size(self._model, len(images), GRADIENT_PIXEL_BUDGET)
+        if len(images) > step:  # each image's heatmap is its own: a few at a time bounds the memory
+            targets = None if class_index is None else np.broadcast_to(np.asarray(class_index), (len(images),))
+            return np.concatenate(
+                [
+                    self.heatmaps(images[part], None if targets is None else targets[part])
+                    for part in batch_slices(len(images), step)
+                ]
+            )
+        x = tf.convert_to_tensor(images)
         if self._members:
             return self._ensemble_heatmaps(x, class_index)
         normalized = self._normalize(x)

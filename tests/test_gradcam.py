@@ -98,3 +98,26 @@ def test_heatmaps_equal_a_gradient_taken_through_the_whole_backbone(tmp_path: Pa
     expected = np.clip((total / (tf.reduce_max(total, axis=(1, 2), keepdims=True) + 1e-8)).numpy(), 0, 1)
     got = cam.heatmaps(images, class_index=np.array([2, 0, 1]))
     assert expected.std() > 0.01 and np.allclose(got, expected, atol=1e-5)
+
+
+def test_many_images_are_explained_a_few_at_a_time_with_the_same_heatmaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radpipe.gradcam
+
+    prepare_base(ModelConfig(weights="none", image_size=64, scales=[1.0]), ["a", "b"], tmp_path / "m", tmp_path)
+    model, spec = load_model_dir(tmp_path / "m")
+    images = np.random.default_rng(2).uniform(0, 255, (5, 64, 64, 3)).astype(np.float32)
+    cam = GradCam(model, spec)
+    targets = np.array([0, 1, 1, 0, 1])
+    whole = cam.heatmaps(images, class_index=targets)
+    asked: list[int] = []
+
+    def one_image_a_call(model_: object, requested: int, budget: int) -> int:  # as for a very large input
+        asked.append(requested)
+        return 1
+
+    monkeypatch.setattr(radpipe.gradcam, "model_batch_size", one_image_a_call)
+    parts = cam.heatmaps(images, class_index=targets)
+    assert asked == [5, 1, 1, 1, 1, 1]  # the whole, then each image alone
+    assert np.allclose(parts, whole, atol=1e-5)
