@@ -167,7 +167,10 @@ def run_local(
             pipeline = build_pipeline(config, image_registry=image_registry, image_tag=image_tag)
             try:
                 task = pipeline(**config.pipeline_arguments())
-            except RuntimeError as exc:
+            except Exception as exc:
+                # Not only RuntimeError: kfp's DockerRunner counts a container that exits (and is auto-removed)
+                # before it waits on it as succeeded, and the failure then surfaces in the next task as a
+                # missing output (a ValueError). The failed task's message in the error file is the real one.
                 message = error_file.read_text().strip() or f"the pipeline failed ({run_display.plain(str(exc))})"
                 raise RadpipeError(f"{message}\n  full log: {log_file}") from exc
     except BaseException:
