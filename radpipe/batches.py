@@ -30,8 +30,6 @@ def model_batch_size(model: Any, requested: int, budget: int = INPUT_PIXEL_BUDGE
     """``requested``, or fewer images when that many would exceed ``budget`` input pixels at the model's
     input size; at least 1."""
     shape = getattr(model, "input_shape", None)
-    if isinstance(shape, list):  # a model with several inputs: the first is the image
-        shape = shape[0]
     try:
         pixels = int(shape[1]) * int(shape[2])
     except (TypeError, IndexError, ValueError):  # no fixed input size: nothing to bound by

@@ -22,7 +22,7 @@ from kserve import InferRequest, Model
 from kserve.errors import InvalidInput, ModelNotReady
 from PIL import Image
 
-from radpipe.batches import batch_slices, model_batch_size
+from radpipe.batches import batch_slices
 from radpipe.classifier import Classifier
 from radpipe.gradcam import GradCam, overlay
 from radpipe.model_uri import ModelUri, is_model_uri
@@ -268,9 +268,9 @@ class RadpipeModel(Model):
         return await loop.run_in_executor(self._executor, self._overlays, images, probabilities.argmax(axis=1))
 
     def _overlays(self, images: np.ndarray, classes: np.ndarray) -> list[bytes]:
-        assert self.gradcam is not None and self.classifier is not None
-        # As for predictions: no model call on more images than that, nor more pixels than a call may hold.
-        step = model_batch_size(self.classifier.model, self.max_batch_size)
+        assert self.gradcam is not None
+        # As for predictions: no model call on more images than that (GradCam also bounds each call's pixels).
+        step = self.max_batch_size
         heatmaps = np.concatenate(
             [
                 self.gradcam.heatmaps(np.asarray(images[part], np.float32), class_index=classes[part])

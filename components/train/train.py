@@ -242,6 +242,7 @@ def grouped_cv_losses(
             "set train.head_selection to 'validation'"
         )
     folds = min(folds, distinct)
+    started = time.monotonic()
     labels = np.arange(len(split.class_names))
     oof = {c: np.zeros((len(split), len(labels))) for c in grid}
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -255,7 +256,17 @@ def grouped_cv_losses(
                 classes = model.classes_
                 oof[c][np.ix_(held_idx, classes)] = model.predict_proba(x[held_idx])
     clipped = {c: np.clip(p, 1e-15, None) for c, p in oof.items()}  # a class a fold never saw: not log(0)
-    return {c: float(log_loss(split.labels, p / p.sum(1, keepdims=True), labels=labels)) for c, p in clipped.items()}
+    losses = {c: float(log_loss(split.labels, p / p.sum(1, keepdims=True), labels=labels)) for c, p in clipped.items()}
+    logger.info(
+        f"train: logistic head, grouped {folds}-fold cross-validation over train ({time.monotonic() - started:.0f} s): "
+        + " ".join(f"C={c:g} loss={loss:.4f}" for c, loss in losses.items())
+    )
+    return losses
+
+
+def judged_loss(record: dict[str, Any]) -> float:
+    """The loss that chose among the logistic head's ``C`` values: cross-validation's when it ran."""
+    return record.get("cv_loss", record["val_loss"])
 
 
 def fit_logistic_head(
@@ -280,13 +291,7 @@ def fit_logistic_head(
     weights = "balanced" if config.class_weights else None
     cv: dict[float, float] = {}
     if config.head_selection == "grouped-cv":
-        started = time.monotonic()
         cv = grouped_cv_losses(features["train"], train, config.head_c, weights, config.head_cv_folds, config.seed)
-        logger.info(
-            f"train: logistic head, grouped {min(config.head_cv_folds, len(set(train.groups or train.paths)))}-fold "
-            f"cross-validation over train ({time.monotonic() - started:.0f} s): "
-            + " ".join(f"C={c:g} loss={loss:.4f}" for c, loss in cv.items())
-        )
     scaler = StandardScaler().fit(features["train"])
     x_train, x_val = scaler.transform(features["train"]), scaler.transform(features["val"])
     tried, best = [], None
@@ -304,10 +309,9 @@ def fit_logistic_head(
             f"train: logistic head C={c:g}: val_loss={scores['val_loss']:.4f} val_acc={scores['val_accuracy']:.3f} "
             f"val_macro_f1={scores['val_macro_f1']:.3f}"
         )
-        judged = cv[c] if cv else scores["val_loss"]
-        if best is None or judged < best[2]:
-            best = (record, fitted, judged)
-    record, fitted, _ = best
+        if best is None or judged_loss(record) < judged_loss(best[0]):
+            best = (record, fitted)
+    record, fitted = best
     coef = np.zeros((len(spec.class_names), x_train.shape[1]))
     intercept = np.full(len(spec.class_names), -1e4)  # a class absent from train is never predicted
     rows, offsets = fitted.coef_, fitted.intercept_
@@ -419,7 +423,7 @@ def train_model(
             # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
             best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
-            kept = min(tried, key=lambda r: r.get("cv_loss", r["val_loss"]))
+            kept = min(tried, key=judged_loss)
             judge = "grouped cross-validation over train" if "cv_loss" in kept else "validation"
             best.phase_ends.append(
                 f"head: scikit-learn's logistic regression fit to convergence for each of {len(tried)} C values "

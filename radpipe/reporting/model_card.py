@@ -136,20 +136,15 @@ def _training(f: Findings) -> str:
         rows.append(("augmentation", ", ".join(f"{k} {_value(v)}" for k, v in augmentation.items())))
     text = md_table(["setting", "value"], rows) if rows else "_No training configuration was recorded._"
     history = extra.get("history") or []
-    val = extra.get("val_metrics", {})
+    val = ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(extra.get("val_metrics", {}).items()))
     if extra.get("logistic_head"):
         text += "\n\n" + _logistic_head(extra["logistic_head"], config)
     if logistic_only and extra.get("logistic_head"):
-        text += (
-            "\n\nValidation (the kept head): "
-            + ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(val.items()))
-            + "."
-        )
+        text += f"\n\nValidation (the kept head): {val}."
     elif extra.get("best_epoch"):
         text += (
             f"\n\nKept epoch {extra['best_epoch']} of {len(history) or '?'} (lowest validation loss). Validation: "
-            + ", ".join(f"{k.removeprefix('val_')} {fmt(v)}" for k, v in sorted(val.items()))
-            + "."
+            f"{val}."
         )
     return text
 
