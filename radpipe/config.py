@@ -419,6 +419,11 @@ class EvaluateConfig(Section):
     """Fit a temperature on the validation split (log loss) and bake it into the registered model, so its
     probabilities mean what they say; needs 30 validation images, else the model is registered as is
     and its record says why."""
+    refit: bool = True
+    """Once validation has chosen the candidate and fitted its temperature, register it with its logistic
+    head refitted on train + validation (the same ``C``, fitted by train): more scans to learn from, as
+    scikit-learn's grid search refits on all it searched. The record's validation scores stay the
+    train-only fit's. Candidates without such a head (fine-tuned, a Keras head) are registered as trained."""
     ensemble: int = 1
     """Average the N best candidates on validation into one model, registered instead of the best single
     candidate if it scores at least as well on validation; 1 = the best single candidate, no averaging."""

@@ -18,6 +18,9 @@ from radpipe.preprocessing import Preprocessing
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "radpipe.json"
+REFIT_HEAD_FILE = "refit-head.npz"
+"""A trained candidate's logistic head refitted on train + validation (``kernel``, ``bias``): what
+evaluate-and-register registers in place of the train-only head once the candidate is chosen."""
 FORMAT = "radpipe-model/v1"
 
 
@@ -83,12 +86,17 @@ class ModelSpec:
         return ModelSpec(**{**self.__dict__, "extra": {**self.extra, **extra}})
 
 
-def save_model_dir(model: Any, spec: ModelSpec, directory: str | Path) -> None:
-    """Write ``model.keras`` + ``radpipe.json`` into ``directory`` as one atomic step."""
+def save_model_dir(
+    model: Any, spec: ModelSpec, directory: str | Path, attachments: dict[str, bytes] | None = None
+) -> None:
+    """Write ``model.keras`` + ``radpipe.json`` (+ ``attachments``, file name -> bytes) into ``directory``
+    as one atomic step."""
     with storage.atomic_path(directory) as staging:
         staging.mkdir(parents=True)
         model.save(staging / MODEL_FILE)
         storage.atomic_write_json(staging / SPEC_FILE, spec.to_dict())
+        for name, data in (attachments or {}).items():
+            (staging / name).write_bytes(data)
 
 
 def read_spec(directory: str | Path) -> ModelSpec:

@@ -8,6 +8,7 @@ the first class).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -85,6 +86,7 @@ def with_head(source: Path, dataset: Path, target: Path, kind: str, name: str, r
         kernel[:] = (coef / sd).T
         bias[:] = intercept - (coef / sd) @ mu
     dense.set_weights([kernel, bias])
+    spec = dataclasses.replace(spec, extra={k: v for k, v in spec.extra.items() if k != "refit_head"})  # set by hand
     save_model_dir(model, spec.with_extra(candidate=name, mlflow_run_id=run_id), target)
     return target
 
@@ -124,11 +126,13 @@ def parent_run(url: str) -> str:
     return run_id
 
 
-def run_stage(url: str, dataset: Path, candidate_dir: Path, name: str, out: Path, **register: object):  # type: ignore[no-untyped-def]
+def run_stage(  # type: ignore[no-untyped-def]
+    url: str, dataset: Path, candidate_dir: Path, name: str, out: Path, evaluate: dict | None = None, **register: object
+):
     return stage.run(
         dataset_dir=str(dataset),
         candidate_dirs=[str(candidate_dir)],
-        evaluate=FAST_EVALUATE,
+        evaluate={**FAST_EVALUATE, **(evaluate or {})},
         register={"model_name": name, **register},
         track=track(url),
         parent_run_id=parent_run(url),
@@ -364,7 +368,7 @@ def test_a_temperature_fitted_on_validation_is_baked_into_the_registered_model(
     val = load_split(dataset, "val", read_spec(trained).preprocessing, read_spec(trained).class_names)
     assert len(val) >= temperature.MIN_IMAGES
 
-    run_stage(server, dataset, trained, "calibrated", tmp_path)
+    run_stage(server, dataset, trained, "calibrated", tmp_path, evaluate={"refit": False})
     tags = client_for(server).get_model_version("calibrated", "1").tags
     fitted = float(tags["radpipe.temperature"])
     assert temperature.BOUNDS[0] <= fitted <= temperature.BOUNDS[1]
@@ -377,3 +381,83 @@ def test_a_temperature_fitted_on_validation_is_baked_into_the_registered_model(
         registered.predict_arrays(val.images), temperature.scaled([raw], found["value"]), atol=1e-4
     )
     assert "Calibration**: temperature" in (tmp_path / "model_card.md").read_text()
+
+
+def test_the_chosen_head_is_registered_refitted_on_train_and_validation_after_calibration(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    """Validation chooses and calibrates the train-only head; the registered model has train's train + val fit,
+    divided by that temperature, and its record keeps the train-only validation scores."""
+    from radpipe.components.evaluate_and_register import temperature
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.config import DataConfig
+    from radpipe.modelspec import REFIT_HEAD_FILE
+
+    make_tree(tmp_path / "src", {"cats": 40, "dogs": 40}, seed=500)  # enough validation images to calibrate
+    ingest(DataConfig(uri=str(tmp_path / "src"), val_fraction=0.45), tmp_path / "dataset", tmp_path / "work")
+    dataset = tmp_path / "dataset"
+    trained = candidate(models, dataset, server, "trained", tmp_path)
+    recorded = read_spec(trained).extra
+    assert recorded["refit_head"]["file"] == REFIT_HEAD_FILE and (trained / REFIT_HEAD_FILE).is_file()
+
+    run_stage(server, dataset, trained, "refitted", tmp_path)
+    version = client_for(server).get_model_version("refitted", "1")
+    images = recorded["refit_head"]["images"]
+    assert version.tags["radpipe.refit"] == f"train+val ({images['train']}+{images['val']} images)"
+    assert float(version.tags["radpipe.val_loss"]) == pytest.approx(recorded["val_metrics"]["val_loss"], abs=1e-4)
+    registered = Classifier.load("models:/refitted/1")
+    assert registered.spec.extra["refit"]["images"] == images
+    fitted = registered.spec.extra["temperature"]["value"]
+
+    # Expected: the candidate as trained, its head swapped for the refit by hand, scaled by the temperature.
+    model, spec = load_model_dir(trained)
+    refit = np.load(trained / REFIT_HEAD_FILE)
+    assert not np.allclose(model.get_layer("probabilities").get_weights()[0], refit["kernel"], atol=1e-3)
+    model.get_layer("probabilities").set_weights([refit["kernel"], refit["bias"]])
+    test = load_split(dataset, "test", spec.preprocessing, spec.class_names)
+    refitted = model.predict(test.images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(
+        registered.predict_arrays(test.images), temperature.scaled([refitted], fitted), atol=1e-4
+    )
+    kernel, bias = registered.model.get_layer("probabilities").get_weights()  # the tiny set saturates: weights too
+    np.testing.assert_allclose(kernel, refit["kernel"] / fitted, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bias, refit["bias"] / fitted, rtol=1e-5, atol=1e-6)
+    card = (tmp_path / "model_card.md").read_text()
+    assert "**Refit**: the logistic head" in card and f"{images['train']} train + {images['val']} validation" in card
+
+
+def test_a_candidate_without_a_refitted_head_is_registered_as_trained_and_says_why(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    good = candidate(models, ingested_tiny, server, "good", tmp_path)
+    run_stage(server, ingested_tiny, good, "not-refitted", tmp_path)
+    tags = client_for(server).get_model_version("not-refitted", "1").tags
+    assert tags["radpipe.refit"].startswith("no: good has no refitted head (only a logistic head without fine-tuning")
+    registered = Classifier.load("models:/not-refitted/1")
+    test = load_split(ingested_tiny, "test", registered.spec.preprocessing, registered.class_names)
+    np.testing.assert_allclose(
+        registered.predict_arrays(test.images), Classifier.load(str(good)).predict_arrays(test.images), atol=1e-5
+    )
+
+
+def test_each_member_of_an_ensemble_gets_its_own_candidates_refitted_head(
+    server: str, models: dict[str, Path], ingested_tiny: Path, tmp_path: Path
+) -> None:
+    from radpipe.modelspec import REFIT_HEAD_FILE
+
+    trained = candidate(models, ingested_tiny, server, "trained", tmp_path)
+    twin = shutil.copytree(trained, tmp_path / "twin")  # the same predictions: the average ties on validation
+    storage.atomic_write_json(twin / SPEC_FILE, read_spec(twin).with_extra(candidate="twin").to_dict())
+    refit = dict(np.load(twin / REFIT_HEAD_FILE))
+    heads = {"trained": dict(np.load(trained / REFIT_HEAD_FILE)), "twin": {k: v * 0.5 for k, v in refit.items()}}
+    np.savez(twin / REFIT_HEAD_FILE, **heads["twin"])  # told apart from trained's
+
+    result = run_search(server, ingested_tiny, [trained, twin], "averaged-refit", tmp_path)
+    assert result.candidate == "ensemble(trained+twin)"
+    registered = Classifier.load("models:/averaged-refit/1")
+    assert "value" not in registered.spec.extra["temperature"]  # 4 validation images: the weights are the refit's
+    for member in registered.spec.members:
+        kernel, bias = registered.model.get_layer(member.extra["layer"]).get_layer("probabilities").get_weights()
+        np.testing.assert_allclose(kernel, heads[member.extra["candidate"]]["kernel"], rtol=1e-6)
+        np.testing.assert_allclose(bias, heads[member.extra["candidate"]]["bias"], rtol=1e-6)
+    assert registered.spec.extra["refit"]["c"].keys() == {"trained", "twin"}

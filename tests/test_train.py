@@ -13,7 +13,7 @@ from radpipe.components.train.train import class_weights, grouped_cv_losses, set
 from radpipe.config import AugmentationConfig, ModelConfig, TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import DataError
-from radpipe.modelspec import load_model_dir
+from radpipe.modelspec import REFIT_HEAD_FILE, load_model_dir
 
 NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
 NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}
@@ -58,6 +58,8 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
     assert spec.extra["history"] == result.history
     assert model.get_layer("backbone").trainable is False  # saved frozen: no augmentation wrapper either
     assert [layer.name for layer in model.layers][-1] == "probabilities"
+    # A head that fine-tuning changed has no train + validation refit.
+    assert "refit_head" not in spec.extra and not (tmp_path / "out" / REFIT_HEAD_FILE).exists()
 
 
 def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
@@ -141,6 +143,21 @@ def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
     scaler = StandardScaler().fit(x_train)
     regression = LogisticRegression(C=kept["c"], max_iter=5000, class_weight="balanced")
     expected = regression.fit(scaler.transform(x_train), train.labels).predict_proba(scaler.transform(x_val))
+    np.testing.assert_allclose(model.predict(val.images.astype(np.float32), verbose=0), expected, atol=1e-4)
+
+    # The same C fitted again on train + validation, for evaluate-and-register to register (evaluate.refit).
+    assert spec.extra["refit_head"] == {
+        "file": REFIT_HEAD_FILE,
+        "c": kept["c"],
+        "images": {"train": len(train), "val": len(val)},
+    }
+    refit = np.load(tmp_path / "out1" / REFIT_HEAD_FILE)
+    model.get_layer("probabilities").set_weights([refit["kernel"], refit["bias"]])
+    pooled = np.concatenate([x_train, x_val])
+    scaler = StandardScaler().fit(pooled)
+    regression = LogisticRegression(C=kept["c"], max_iter=5000, class_weight="balanced")
+    regression.fit(scaler.transform(pooled), np.concatenate([train.labels, val.labels]))
+    expected = regression.predict_proba(scaler.transform(x_val))
     np.testing.assert_allclose(model.predict(val.images.astype(np.float32), verbose=0), expected, atol=1e-4)
 
 

@@ -2,7 +2,8 @@
 
 1. Select the best candidate on validation (or the average of the best few, ``evaluate.ensemble``, if it
    is at least as good there).
-2. Calibrate: fit its temperature on validation (``evaluate.calibrate``).
+2. Calibrate: fit its temperature on validation (``evaluate.calibrate``); then register the logistic head
+   refitted on train + validation, which validation has no more use for (``evaluate.refit``).
 3. Score it on test: metrics, calibration, bootstrap intervals.
 4. Gate: re-score the current champion on the same test split and decide. Render the plots (Grad-CAM
    included) and log everything to the candidate's MLflow run.       -- the registry is untouched up to here
@@ -40,6 +41,7 @@ from radpipe.components.evaluate_and_register.evaluate import (
 from radpipe.components.evaluate_and_register.explain import gradcam_samples
 from radpipe.components.evaluate_and_register.gate import Decision, decide
 from radpipe.components.evaluate_and_register.intervals import bootstrap
+from radpipe.components.evaluate_and_register.refit import refit
 from radpipe.components.evaluate_and_register.version_record import (
     CARD_ARTIFACT,
     PLOTS_ARTIFACT_DIR,
@@ -197,6 +199,8 @@ def _run(
         split = val(best.spec.preprocessing)
         spec = temperature.calibrate(model, best.spec, split.images, split.labels, evaluate_config.batch_size)
         best = dataclasses.replace(best, spec=spec)
+    if evaluate_config.refit:
+        best = refit(model, best, candidates)
     test, evaluation = score(model, best, dataset_dir, evaluate_config)  # 3.
     champion, decision = gate(name, dataset_dir, best, evaluation, evaluate_config, register_config)  # 4.
     own_run = not best.run_id  # an ensemble made here, or candidates trained without MLflow runs

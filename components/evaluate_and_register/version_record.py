@@ -42,6 +42,16 @@ def temperature_tags(spec: ModelSpec) -> dict[str, str]:
     return {"radpipe.temperature": f"{found['value']:.4f}"}
 
 
+def refit_tags(spec: ModelSpec) -> dict[str, str]:
+    """What the registered head was fitted on."""
+    record = spec.extra.get("refit")
+    if not record:
+        return {}
+    if "skipped" in record:
+        return {"radpipe.refit": f"no: {record['skipped']}"}
+    return {"radpipe.refit": f"train+val ({record['images']['train']}+{record['images']['val']} images)"}
+
+
 def version_tags(
     best: Candidate, evaluation: Evaluation, decision: Decision, parent_run_id: str, data_fingerprint: str, run_id: str
 ) -> dict[str, str]:
@@ -57,6 +67,7 @@ def version_tags(
         "radpipe.report": f"runs:/{run_id}/{REPORT_ARTIFACT}",
         **ensemble_tags(best),
         **temperature_tags(best.spec),
+        **refit_tags(best.spec),
         **{f"radpipe.{k}": f"{v:.4f}" for k, v in best.val_metrics.items()},
         **{f"radpipe.test_{k}": f"{v:.4f}" for k, v in test_scores.items()},
         "radpipe.test_images": str(int(evaluation.metrics["images"])),

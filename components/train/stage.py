@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from radpipe import provenance, tracking
-from radpipe.components.train.train import train_model
+from radpipe.components.train.train import judged_loss, train_model
 from radpipe.config import ModelConfig, TrackingConfig, TrainConfig, resolve_candidate
 
 
@@ -67,10 +67,10 @@ def run(
         mlflow.log_metrics({**best, "best_epoch": result.best_epoch, "train_seconds": result.seconds})
         mlflow.log_dict({"history": result.history}, "training/history.json")
         mlflow.set_tag("radpipe.train.ended", "\n".join(result.spec.extra.get("phase_ends", [])))
-        if "logistic_head" in result.spec.extra:  # every C tried, and the one kept (lowest validation loss)
+        if "logistic_head" in result.spec.extra:  # every C tried, and the one kept
             tried = result.spec.extra["logistic_head"]
             mlflow.log_dict({"tried": tried}, "training/logistic_head.json")
-            mlflow.log_param("train.head_c_kept", min(tried, key=lambda r: r["val_loss"])["c"])
+            mlflow.log_param("train.head_c_kept", min(tried, key=judged_loss)["c"])
         if "features" in result.spec.extra:
             features = result.spec.extra["features"]
             mlflow.set_tags(

@@ -11,6 +11,7 @@ Choices that matter for small medical data sets, and why:
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import warnings
@@ -25,7 +26,7 @@ from radpipe.components.train.features import backbone_features, head_input_laye
 from radpipe.config import AugmentationConfig, TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import ConfigError, DataError
-from radpipe.modelspec import ModelSpec, load_model_dir, save_model_dir
+from radpipe.modelspec import REFIT_HEAD_FILE, ModelSpec, load_model_dir, save_model_dir
 from radpipe.validation import validation_scores
 
 logger = logging.getLogger(__name__)
@@ -269,38 +270,83 @@ def judged_loss(record: dict[str, Any]) -> float:
     return record.get("cv_loss", record["val_loss"])
 
 
+@dataclass(frozen=True)
+class LinearHead:
+    """A fitted logistic regression as the ``probabilities`` layer's weights, standardisation folded in."""
+
+    kernel: np.ndarray
+    bias: np.ndarray
+
+    def to_npz(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, kernel=self.kernel, bias=self.bias)
+        return buffer.getvalue()
+
+
+def _linear_head(fitted: Any, scaler: Any, num_classes: int) -> LinearHead:
+    """``w / sigma`` and ``b - (mu / sigma) w``: the layer computes exactly the regression's probabilities."""
+    coef = np.zeros((num_classes, len(scaler.scale_)))
+    intercept = np.full(num_classes, -1e4)  # a class absent from the fit is never predicted
+    rows, offsets = fitted.coef_, fitted.intercept_
+    if len(fitted.classes_) == 2:  # scikit-learn keeps one logit for two classes: as softmax, +-half of it
+        rows, offsets = np.vstack([-rows[0] / 2, rows[0] / 2]), np.array([-offsets[0] / 2, offsets[0] / 2])
+    coef[fitted.classes_], intercept[fitted.classes_] = rows, offsets
+    kernel = (coef / scaler.scale_).T
+    bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
+    return LinearHead(kernel.astype(np.float32), bias.astype(np.float32))
+
+
+def _fit_standardised(x: np.ndarray, labels: np.ndarray, c: float, class_weight: str | None) -> tuple[Any, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    return LogisticRegression(C=c, max_iter=5000, class_weight=class_weight).fit(scaler.transform(x), labels), scaler
+
+
+@dataclass
+class LogisticHead:
+    tried: list[dict[str, Any]]
+    """Every ``C`` with its validation (and cross-validation) scores."""
+    refit: LinearHead | None = None
+    """The kept ``C`` fitted again on train + validation, when asked."""
+
+
 def fit_logistic_head(
-    model: Any, spec: ModelSpec, features: dict[str, np.ndarray], train: Split, val: Split, config: TrainConfig
-) -> list[dict[str, Any]]:
+    model: Any,
+    spec: ModelSpec,
+    features: dict[str, np.ndarray],
+    train: Split,
+    val: Split,
+    config: TrainConfig,
+    refit: bool = False,
+) -> LogisticHead:
     """Fit the softmax layer as a multinomial logistic regression (scikit-learn) on standardised features.
 
     Each ``head_c`` is scored by grouped cross-validation over train (``train.head_selection``
     'grouped-cv') or fitted on train and scored by validation log loss ('validation'); the best one is fitted
-    on train, and its standardisation and weights are folded into the ``probabilities`` layer
-    (``w / sigma``, ``b - (mu / sigma) w``), so the saved model computes exactly the regression's
-    probabilities. Deterministic for a given ``train.seed`` (which only shuffles the folds).
+    on train and folded into the ``probabilities`` layer (:func:`_linear_head`). With ``refit`` the kept
+    ``C`` is also fitted on train + validation: scans the train-only fit never saw, for evaluate-and-register
+    to register once validation has chosen and calibrated the candidate (``evaluate.refit``).
+    Deterministic for a given ``train.seed`` (which only shuffles the folds).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     layer = model.get_layer("probabilities")
     if int(layer.kernel.shape[0]) != features["train"].shape[1]:
         raise ConfigError(
             "train.head 'logistic' fits a linear head: set model.dense_units to 0, or use train.head 'keras'"
         )
     weights = "balanced" if config.class_weights else None
+    num_classes = len(spec.class_names)
     cv: dict[float, float] = {}
     if config.head_selection == "grouped-cv":
         cv = grouped_cv_losses(features["train"], train, config.head_c, weights, config.head_cv_folds, config.seed)
-    scaler = StandardScaler().fit(features["train"])
-    x_train, x_val = scaler.transform(features["train"]), scaler.transform(features["val"])
     tried, best = [], None
     for c in config.head_c:
         started = time.monotonic()
-        fitted = LogisticRegression(C=c, max_iter=5000, class_weight=weights).fit(x_train, train.labels)
-        probabilities = np.zeros((len(val), len(spec.class_names)))
-        probabilities[:, fitted.classes_] = fitted.predict_proba(x_val)
-        scores = validation_scores(val.labels, probabilities, len(spec.class_names))
+        fitted, scaler = _fit_standardised(features["train"], train.labels, c, weights)
+        probabilities = np.zeros((len(val), num_classes))
+        probabilities[:, fitted.classes_] = fitted.predict_proba(scaler.transform(features["val"]))
+        scores = validation_scores(val.labels, probabilities, num_classes)
         record = {"c": c, **scores, "seconds": time.monotonic() - started}
         if cv:
             record["cv_loss"] = cv[c]
@@ -310,20 +356,22 @@ def fit_logistic_head(
             f"val_macro_f1={scores['val_macro_f1']:.3f}"
         )
         if best is None or judged_loss(record) < judged_loss(best[0]):
-            best = (record, fitted)
-    record, fitted = best
-    coef = np.zeros((len(spec.class_names), x_train.shape[1]))
-    intercept = np.full(len(spec.class_names), -1e4)  # a class absent from train is never predicted
-    rows, offsets = fitted.coef_, fitted.intercept_
-    if len(fitted.classes_) == 2:  # scikit-learn keeps one logit for two classes: as softmax, +-half of it
-        rows, offsets = np.vstack([-rows[0] / 2, rows[0] / 2]), np.array([-offsets[0] / 2, offsets[0] / 2])
-    coef[fitted.classes_], intercept[fitted.classes_] = rows, offsets
-    kernel = (coef / scaler.scale_).T
-    bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
-    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+            best = (record, _linear_head(fitted, scaler, num_classes))
+    record, head = best
+    layer.set_weights([head.kernel, head.bias])
     judge = "grouped cross-validation" if cv else "validation"
     logger.info(f"train: logistic head: kept C={record['c']:g} (lowest {judge} log loss of {len(tried)})")
-    return tried
+    result = LogisticHead(tried)
+    if refit:
+        fitted, scaler = _fit_standardised(
+            np.concatenate([features["train"], features["val"]]),
+            np.concatenate([train.labels, val.labels]),
+            record["c"],
+            weights,
+        )
+        result.refit = _linear_head(fitted, scaler, num_classes)
+        logger.info(f"train: logistic head C={record['c']:g} refitted on {len(train) + len(val)} train + val images")
+    return result
 
 
 def _fit_end_to_end(
@@ -404,6 +452,7 @@ def train_model(
     total = config.epochs + config.fine_tune_epochs
     steps = int(np.ceil(len(train) / config.batch_size))
     extra = dict(extra or {})
+    attachments: dict[str, bytes] = {}
     set_trainable(model, spec, 0)
 
     if config.head_on_features:
@@ -418,8 +467,19 @@ def train_model(
         extra["features"] = {"key": features.key.digest(), "cache_hit": features.cache_hit, "seconds": features.seconds}
         onehot = np.eye(len(spec.class_names), dtype=np.float32)
         if config.head == "logistic":
-            tried = fit_logistic_head(model, spec, features.by_split, train, val, config)
+            # A head that fine-tuning goes on to change has no train + val twin to register.
+            head = fit_logistic_head(
+                model, spec, features.by_split, train, val, config, refit=not config.fine_tune_layers
+            )
+            tried = head.tried
             extra["logistic_head"] = tried
+            if head.refit is not None:
+                attachments[REFIT_HEAD_FILE] = head.refit.to_npz()
+                extra["refit_head"] = {
+                    "file": REFIT_HEAD_FILE,
+                    "c": min(tried, key=judged_loss)["c"],
+                    "images": {"train": len(train), "val": len(val)},
+                }
             # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
             best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
@@ -495,5 +555,5 @@ def train_model(
         class_counts={"train": train.class_counts(), "val": val.class_counts()},
         **extra,
     )
-    save_model_dir(model, spec, output_dir)
+    save_model_dir(model, spec, output_dir, attachments)
     return TrainResult(spec, history, best.best_epoch + 1, val_metrics, time.monotonic() - started)

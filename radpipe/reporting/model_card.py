@@ -89,6 +89,7 @@ def _model(f: Findings) -> str:
             ("Classes", ", ".join(spec.class_names)),
             *([("Ensemble", _members(spec))] if spec.is_ensemble else []),
             *([("Calibration", _temperature(extra["temperature"]))] if extra.get("temperature") else []),
+            *([("Refit", _refit(extra["refit"]))] if extra.get("refit") else []),
         ]
     )
 
@@ -100,6 +101,17 @@ def _dicom_input(pre: Any) -> str:
     return (
         f"{pre.frame} frame, modality LUT (Hounsfield units for CT), then window {', '.join(map(str, pre.windows))} "
         f"{how}"
+    )
+
+
+def _refit(record: dict[str, Any]) -> str:
+    if "skipped" in record:
+        return f"none: registered as fitted on train ({record['skipped']})"
+    images = record["images"]
+    return (
+        f"the logistic head, once chosen and calibrated on validation, fitted again with the same C on "
+        f"{images['train']} train + {images['val']} validation images (evaluate.refit): the registered model. "
+        "Validation scores in this card are the train-only fit's, test scores this model's"
     )
 
 
@@ -140,7 +152,8 @@ def _training(f: Findings) -> str:
     if extra.get("logistic_head"):
         text += "\n\n" + _logistic_head(extra["logistic_head"], config)
     if logistic_only and extra.get("logistic_head"):
-        text += f"\n\nValidation (the kept head): {val}."
+        refit = "refit" in extra and "skipped" not in extra["refit"]
+        text += f"\n\nValidation (the kept head{', fitted on train alone' if refit else ''}): {val}."
     elif extra.get("best_epoch"):
         text += (
             f"\n\nKept epoch {extra['best_epoch']} of {len(history) or '?'} (lowest validation loss). Validation: "
