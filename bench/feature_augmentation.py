@@ -6,8 +6,9 @@
 
 The head's learning curve is still falling at full size (bench/feature_layers.py --learning-curve), so
 more training images should help. Augmented copies are the cheap kind: each costs one more backbone pass
-over the training split. This script computes ``--copies`` randomly rotated (±10°), zoomed (±10 %),
-shifted (±5 %) and contrast-jittered (±10 %) copies of every training image, through the pipeline's
+over the training split. This script computes ``--copies`` copies of every training image through the train stage's own
+augmentation layers (``train.augmentation``: flipped, rotated ±18°, zoomed ±10 %, shifted ±5 %,
+contrast ±10 %; ``--augmentation gentle`` rotates ±10° only), through the pipeline's
 forward passes (``out_relu`` average-pooled at each scale, averaged with the mirror image), and judges
 them as bench/feature_layers.py judges a recipe: grouped 5-fold cross-validation over train, three fold
 seeds, out-of-fold log loss on the *original* held-out images; a fold's fit adds the copies of its own
@@ -25,10 +26,17 @@ from pathlib import Path
 import numpy as np
 from feature_layers import GRID, fit
 
+from radpipe.components.train.augmentation import augmentation_layers
+from radpipe.config import AugmentationConfig
+
 KEY = "out_relu:avg"
+BENCH_AUGMENTATION = AugmentationConfig(rotation=10 / 360)
+"""The first try's: rotation +-10 degrees, the rest as train.augmentation's defaults."""
 
 
-def augmented_features(dataset: Path, weights: Path, sizes: tuple[int, ...], framing: str, copies: int) -> np.ndarray:
+def augmented_features(
+    dataset: Path, weights: Path, sizes: tuple[int, ...], framing: str, copies: int, config: AugmentationConfig
+) -> np.ndarray:
     """(copies, train images, features): each copy a fresh random augmentation of every training image."""
     import keras
     import tensorflow as tf
@@ -42,14 +50,7 @@ def augmented_features(dataset: Path, weights: Path, sizes: tuple[int, ...], fra
         include_top=False, weights=str(weights), input_shape=(None, None, 3), pooling="avg"
     )
     normalize = normalization_layer(BACKBONES["mobilenet_v2"])
-    augment = keras.Sequential(
-        [
-            keras.layers.RandomRotation(10 / 360, fill_mode="constant"),
-            keras.layers.RandomZoom(0.1, fill_mode="constant"),
-            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
-            keras.layers.RandomContrast(0.1),
-        ]
-    )
+    augment = keras.Sequential(augmentation_layers(config, seed=0))
     pooled = tf.function(lambda batch: base(batch, training=False), reduce_retracing=True)
     classes = read_manifest(dataset)["classes"]
     train = load_split(dataset, "train", Preprocessing(image_size=max(sizes), framing=framing), classes)
@@ -97,6 +98,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="224,336,448,560")
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--augmentation",
+        default="default",
+        choices=("default", "gentle"),
+        help="train.augmentation's defaults (rotation +-18 degrees), or the first try's gentler rotation (+-10)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -110,9 +117,12 @@ def main() -> int:
     if not layers.is_file():
         raise SystemExit(f"{layers} missing: run bench/feature_layers.py with the same --work first")
     data = dict(np.load(layers))
-    cached = work / f"augmented-{args.framing}-{'-'.join(map(str, sizes))}-{args.copies}.npy"
+    augmentation = AugmentationConfig() if args.augmentation == "default" else BENCH_AUGMENTATION
+    cached = work / f"augmented-{args.augmentation}-{args.framing}-{'-'.join(map(str, sizes))}-{args.copies}.npy"
     if not cached.is_file():
-        found = augmented_features(work / "dataset", Path(args.weights).resolve(), sizes, args.framing, args.copies)
+        found = augmented_features(
+            work / "dataset", Path(args.weights).resolve(), sizes, args.framing, args.copies, augmentation
+        )
         np.save(cached, found)
     extra = np.load(cached)
     group_of = {f["path"]: f["group"] for f in read_manifest(work / "dataset")["files"]}

@@ -117,7 +117,9 @@ def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
     model_config = ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0])
     spec = prepare_base(model_config, names, tmp_path / "base", tmp_path)
     assert spec.scales == [32, 64]
-    config = TrainConfig(head_c=[0.01, 1.0], head_selection=selection, head_cv_folds=3, **NO_FINE_TUNING)
+    config = TrainConfig(
+        head_c=[0.01, 1.0], head_selection=selection, head_cv_folds=3, augmented_copies=0, **NO_FINE_TUNING
+    )
     results = [
         train_model(tmp_path / "base", tmp_path / "ds", config.replace(seed=seed), tmp_path / f"out{seed}")
         for seed in (1, 2)
@@ -150,6 +152,7 @@ def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
         "file": REFIT_HEAD_FILE,
         "c": kept["c"],
         "images": {"train": len(train), "val": len(val)},
+        "augmented_copies": 0,
     }
     refit = np.load(tmp_path / "out1" / REFIT_HEAD_FILE)
     model.get_layer("probabilities").set_weights([refit["kernel"], refit["bias"]])
@@ -159,6 +162,69 @@ def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
     regression.fit(scaler.transform(pooled), np.concatenate([train.labels, val.labels]))
     expected = regression.predict_proba(scaler.transform(x_val))
     np.testing.assert_allclose(model.predict(val.images.astype(np.float32), verbose=0), expected, atol=1e-4)
+
+
+def test_augmented_copies_join_every_fit_of_the_logistic_head(tmp_path: Path) -> None:
+    """The head is the regression on train and its augmented copies; the refit adds validation and its copies;
+    copies are random transforms (not the images again), the same for the same seed."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.components.train.features import feature_extractor
+    from radpipe.config import DataConfig
+
+    from conftest import make_tree
+
+    make_tree(tmp_path / "src", {"cats": 14, "dogs": 14}, value_of=lambda folder: {"cats": 60, "dogs": 190}[folder])
+    ingest(DataConfig(uri=str(tmp_path / "src")), tmp_path / "ds", tmp_path / "w")
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0]), ["cats", "dogs"], tmp_path / "base", tmp_path
+    )
+    config = TrainConfig(head_c=[0.1], head_selection="validation", augmented_copies=2, **NO_FINE_TUNING)
+    for name in ("a", "b"):
+        train_model(
+            tmp_path / "base",
+            tmp_path / "ds",
+            config.replace(feature_cache=str(tmp_path / f"cache-{name}")),
+            tmp_path / name,
+        )
+    cached = {name: np.load(next((tmp_path / f"cache-{name}").glob("features-*.npz"))) for name in ("a", "b")}
+    copies = {split: cached["a"][f"{split}_copies"] for split in ("train", "val")}
+    originals = {split: cached["a"][f"{split}_features"] for split in ("train", "val")}
+    assert copies["train"].shape == (2, *originals["train"].shape)
+
+    def differ(a: np.ndarray, b: np.ndarray) -> float:  # a random backbone's features are tiny: relative
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    assert (
+        differ(copies["train"][0], originals["train"]) > 0.01 and differ(copies["train"][0], copies["train"][1]) > 0.01
+    )
+    assert differ(cached["b"]["train_copies"], copies["train"]) < 1e-5  # the same seed, the same copies
+
+    model, spec = load_model_dir(tmp_path / "a")
+    assert spec.extra["features"]["augmented_copies"] == 2 and spec.extra["refit_head"]["augmented_copies"] == 2
+    train = load_split(tmp_path / "ds", "train", spec.preprocessing, spec.class_names)
+    val = load_split(tmp_path / "ds", "val", spec.preprocessing, spec.class_names)
+    np.testing.assert_allclose(
+        feature_extractor(model, spec).predict(train.images.astype(np.float32), verbose=0),
+        originals["train"],
+        atol=1e-4,
+    )
+
+    def expected(splits: list, x_val: np.ndarray) -> np.ndarray:
+        x = np.concatenate([np.concatenate([originals[s.name], *copies[s.name]]) for s in splits])
+        y = np.concatenate([np.tile(s.labels, 3) for s in splits])
+        scaler = StandardScaler().fit(x)
+        regression = LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced").fit(scaler.transform(x), y)
+        return regression.predict_proba(scaler.transform(x_val))
+
+    predicted = model.predict(val.images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(predicted, expected([train], originals["val"]), atol=1e-4)
+    refit = np.load(tmp_path / "a" / REFIT_HEAD_FILE)
+    model.get_layer("probabilities").set_weights([refit["kernel"], refit["bias"]])
+    predicted = model.predict(val.images.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(predicted, expected([train, val], originals["val"]), atol=1e-4)
 
 
 def test_grouped_cv_never_scores_an_image_on_a_fit_that_saw_its_group() -> None:
@@ -175,6 +241,9 @@ def test_grouped_cv_never_scores_an_image_on_a_fit_that_saw_its_group() -> None:
     assert grouped_cv_losses(x, ungrouped, [100.0], None, 5, seed=0)[100.0] < 0.1
     with pytest.raises(DataError, match="head_selection to 'validation'"):
         grouped_cv_losses(x, dataclasses.replace(split, groups=["one"] * 160), [1.0], None, 5, seed=0)
+    # Augmented copies (here: exact ones) join a fold's fit for its own images only: still chance.
+    copies = np.stack([x, x])
+    assert grouped_cv_losses(x, split, [100.0], None, 5, seed=0, copies=copies)[100.0] > 0.6
 
 
 def test_fine_tune_unfreezes_only_the_top_layers(base_dir: Path) -> None:

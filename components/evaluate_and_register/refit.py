@@ -80,6 +80,7 @@ def refit(model: Any, best: Candidate, candidates: list[Candidate]) -> Candidate
     images = members[0][1].spec.extra["refit_head"]["images"]
     record = {
         "images": images,
+        "augmented_copies": members[0][1].spec.extra["refit_head"].get("augmented_copies", 0),
         "c": {c.name: c.spec.extra["refit_head"]["c"] for _, c in members},
     }
     logger.info(

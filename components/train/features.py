@@ -6,6 +6,10 @@ of everything they depend on, and the head trains on them in seconds; fine-tunin
 head. Candidates that share backbone, weights and image size share the features, within a run and
 across runs.
 
+With ``train.augmented_copies``, the features of fixed random copies of every image are computed in the
+same way (:mod:`radpipe.components.train.augmentation`) and cached in the same entry, keyed by the
+transforms, the number of copies and the seed.
+
 The cache is a folder or ``s3://`` prefix (``train.feature_cache``); each entry is one ``.npz`` written
 atomically (a local rename, or a single S3 PUT), so concurrent candidates never see half an entry.
 """
@@ -17,7 +21,7 @@ import io
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ import numpy as np
 
 from radpipe import storage
 from radpipe.batches import predict_in_batches
+from radpipe.components.train.augmentation import augmented_outputs
+from radpipe.config import AugmentationConfig
 from radpipe.dataset import Split
 from radpipe.errors import StorageError
 from radpipe.modelspec import ModelSpec
@@ -45,13 +51,29 @@ class FeatureKey:
     image_size: int
     preprocessing: str
     scales: tuple[int, ...] = ()
+    augmentation: str = ""
+    """With augmented copies: the transforms, how many copies and their seed (JSON); '' for none."""
 
     def digest(self) -> str:
         payload = json.dumps({**self.__dict__, "format": FORMAT_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def feature_key(spec: ModelSpec, data_fingerprint: str) -> FeatureKey:
+@dataclass(frozen=True)
+class Copies:
+    """Augmented copies of every image whose features are computed besides the images' own."""
+
+    config: AugmentationConfig
+    count: int
+    seed: int
+
+    def describe(self) -> str:
+        return json.dumps(
+            {"transforms": self.config.to_dict(), "copies": self.count, "seed": self.seed}, sort_keys=True
+        )
+
+
+def feature_key(spec: ModelSpec, data_fingerprint: str, copies: Copies | None = None) -> FeatureKey:
     weights_id = spec.extra.get("weights_sha256") or f"random-seed-{spec.extra.get('seed', 0)}"
     return FeatureKey(
         data_fingerprint=data_fingerprint,
@@ -60,6 +82,7 @@ def feature_key(spec: ModelSpec, data_fingerprint: str) -> FeatureKey:
         image_size=spec.preprocessing.image_size,
         preprocessing=json.dumps(spec.preprocessing.to_dict(), sort_keys=True),
         scales=tuple(spec.scales),
+        augmentation=copies.describe() if copies and copies.count else "",
     )
 
 
@@ -88,23 +111,30 @@ def _entry_uri(cache: str, key: FeatureKey) -> str:
     return f"{cache.rstrip('/')}/features-{key.digest()}.npz"
 
 
-def _load(uri: str, splits: list[Split]) -> dict[str, np.ndarray] | None:
+def _load(uri: str, splits: list[Split], copies: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
     try:
         data = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
     except StorageError:
         return None
-    out = {}
+    out, augmented = {}, {}
     for split in splits:
         paths = data.get(f"{split.name}_paths")
         if paths is None or list(paths) != split.paths:  # a different image order: recompute, never misalign
             return None
         out[split.name] = data[f"{split.name}_features"]
-    return out
+        if copies:
+            if f"{split.name}_copies" not in data:
+                return None
+            augmented[split.name] = data[f"{split.name}_copies"]
+    return out, augmented
 
 
-def _store(uri: str, features: dict[str, np.ndarray], splits: list[Split], key: FeatureKey) -> None:
+def _store(
+    uri: str, features: dict[str, np.ndarray], copies: dict[str, np.ndarray], splits: list[Split], key: FeatureKey
+) -> None:
     buffer = io.BytesIO()
     arrays = {f"{s.name}_features": features[s.name] for s in splits}
+    arrays.update({f"{s.name}_copies": copies[s.name] for s in splits if s.name in copies})
     arrays.update({f"{s.name}_paths": np.asarray(s.paths) for s in splits})
     np.savez(buffer, key=json.dumps(key.__dict__), **arrays)
     if storage.scheme(uri) == "file":
@@ -122,25 +152,47 @@ class Features:
     key: FeatureKey
     cache_hit: bool
     seconds: float
+    copies: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per split, the features of its augmented copies: ``(copies, images, features)``; empty for none."""
 
 
 def backbone_features(
-    model: Any, spec: ModelSpec, splits: list[Split], data_fingerprint: str, cache: str, batch_size: int
+    model: Any,
+    spec: ModelSpec,
+    splits: list[Split],
+    data_fingerprint: str,
+    cache: str,
+    batch_size: int,
+    copies: Copies | None = None,
 ) -> Features:
-    """Pooled backbone features for ``splits``: from ``cache`` when there, else computed (and cached)."""
+    """Pooled backbone features for ``splits`` (and for ``copies`` of their images): from ``cache`` when
+    there, else computed (and cached)."""
     import time
 
     started = time.monotonic()
-    key = feature_key(spec, data_fingerprint)
+    wanted = copies is not None and copies.count > 0
+    key = feature_key(spec, data_fingerprint, copies)
     uri = _entry_uri(cache, key) if cache else ""
     if uri:
-        cached = _load(uri, splits)
+        cached = _load(uri, splits, wanted)
         if cached is not None:
             logger.info(f"train: backbone features from the cache ({uri})")
-            return Features(cached, key, True, time.monotonic() - started)
+            return Features(cached[0], key, True, time.monotonic() - started, cached[1])
     extractor = feature_extractor(model, spec)
     features = {split.name: compute(extractor, split, batch_size) for split in splits}
+    augmented: dict[str, np.ndarray] = {}
+    if wanted:
+        for split in splits:
+            augmented[split.name] = augmented_outputs(
+                extractor,
+                split.images,
+                copies.config,
+                copies.count,
+                copies.seed,
+                batch_size,
+                f"train: backbone features of {copies.count} augmented copies of {split.name}",
+            )
     if uri:
-        _store(uri, features, splits, key)
+        _store(uri, features, augmented, splits, key)
         logger.info(f"train: cached backbone features at {uri}")
-    return Features(features, key, False, time.monotonic() - started)
+    return Features(features, key, False, time.monotonic() - started, augmented)

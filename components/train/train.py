@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from radpipe.components.train.features import backbone_features, head_input_layer
-from radpipe.config import AugmentationConfig, TrainConfig
+from radpipe.components.train.augmentation import augmentation_layers
+from radpipe.components.train.features import Copies, backbone_features, head_input_layer
+from radpipe.config import TrainConfig
 from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import ConfigError, DataError
 from radpipe.modelspec import REFIT_HEAD_FILE, ModelSpec, load_model_dir, save_model_dir
@@ -41,24 +42,6 @@ class TrainResult:
     best_epoch: int = 0
     val_metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def augmentation_layers(config: AugmentationConfig, seed: int) -> list[Any]:
-    import keras
-
-    layers: list[Any] = []
-    if config.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="constant", seed=seed + 1))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="constant", seed=seed + 2))
-    if config.translation:
-        t = config.translation
-        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="constant", seed=seed + 3))
-    if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed + 4))
-    return layers
 
 
 def training_model(model: Any, config: TrainConfig) -> Any:
@@ -220,14 +203,28 @@ def head_model(model: Any, spec: ModelSpec) -> Any:
     return keras.Model(inputs, x, name="head")
 
 
+def with_copies(x: np.ndarray, labels: np.ndarray, copies: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Images' features followed by those of their augmented copies ``(copies, images, features)``, labelled."""
+    if copies is None or not len(copies):
+        return x, labels
+    return np.concatenate([x, *copies]), np.tile(labels, len(copies) + 1)
+
+
 def grouped_cv_losses(
-    x: np.ndarray, split: Split, grid: list[float], class_weight: str | None, folds: int, seed: int
+    x: np.ndarray,
+    split: Split,
+    grid: list[float],
+    class_weight: str | None,
+    folds: int,
+    seed: int,
+    copies: np.ndarray | None = None,
 ) -> dict[float, float]:
     """Out-of-fold log loss of each ``C`` over stratified folds of ``split`` that never divide a group.
 
     Slices of one scan on both sides of a fold would reward a weak regularisation that memorises scans;
     grouped folds score ``C`` on scans the fit has not seen, with the whole training split (not the few
-    validation images) as the judge. The standardisation is fitted inside each fold, as in the final fit.
+    validation images) as the judge. The standardisation is fitted inside each fold, as in the final fit;
+    so are augmented ``copies`` (a fold fits on its own images' copies, and scores original images).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
@@ -250,10 +247,13 @@ def grouped_cv_losses(
     with warnings.catch_warnings():  # a class with fewer groups than folds: sklearn warns, the folds still hold
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         for fit_idx, held_idx in splitter.split(x, split.labels, groups):
+            fit_x, fit_y = with_copies(
+                x[fit_idx], split.labels[fit_idx], None if copies is None else copies[:, fit_idx]
+            )
             for c in grid:
                 model = make_pipeline(
                     StandardScaler(), LogisticRegression(C=c, max_iter=5000, class_weight=class_weight)
-                ).fit(x[fit_idx], split.labels[fit_idx])
+                ).fit(fit_x, fit_y)
                 classes = model.classes_
                 oof[c][np.ix_(held_idx, classes)] = model.predict_proba(x[held_idx])
     clipped = {c: np.clip(p, 1e-15, None) for c, p in oof.items()}  # a class a fold never saw: not log(0)
@@ -320,6 +320,7 @@ def fit_logistic_head(
     val: Split,
     config: TrainConfig,
     refit: bool = False,
+    copies: dict[str, np.ndarray] | None = None,
 ) -> LogisticHead:
     """Fit the softmax layer as a multinomial logistic regression (scikit-learn) on standardised features.
 
@@ -327,7 +328,8 @@ def fit_logistic_head(
     'grouped-cv') or fitted on train and scored by validation log loss ('validation'); the best one is fitted
     on train and folded into the ``probabilities`` layer (:func:`_linear_head`). With ``refit`` the kept
     ``C`` is also fitted on train + validation: scans the train-only fit never saw, for evaluate-and-register
-    to register once validation has chosen and calibrated the candidate (``evaluate.refit``).
+    to register once validation has chosen and calibrated the candidate (``evaluate.refit``). Every fit
+    adds the features of its images' augmented ``copies`` (split name -> ``(copies, images, features)``).
     Deterministic for a given ``train.seed`` (which only shuffles the folds).
     """
     layer = model.get_layer("probabilities")
@@ -338,12 +340,16 @@ def fit_logistic_head(
     weights = "balanced" if config.class_weights else None
     num_classes = len(spec.class_names)
     cv: dict[float, float] = {}
+    copies = copies or {}
     if config.head_selection == "grouped-cv":
-        cv = grouped_cv_losses(features["train"], train, config.head_c, weights, config.head_cv_folds, config.seed)
+        cv = grouped_cv_losses(
+            features["train"], train, config.head_c, weights, config.head_cv_folds, config.seed, copies.get("train")
+        )
+    x_train, y_train = with_copies(features["train"], train.labels, copies.get("train"))
     tried, best = [], None
     for c in config.head_c:
         started = time.monotonic()
-        fitted, scaler = _fit_standardised(features["train"], train.labels, c, weights)
+        fitted, scaler = _fit_standardised(x_train, y_train, c, weights)
         probabilities = np.zeros((len(val), num_classes))
         probabilities[:, fitted.classes_] = fitted.predict_proba(scaler.transform(features["val"]))
         scores = validation_scores(val.labels, probabilities, num_classes)
@@ -363,11 +369,9 @@ def fit_logistic_head(
     logger.info(f"train: logistic head: kept C={record['c']:g} (lowest {judge} log loss of {len(tried)})")
     result = LogisticHead(tried)
     if refit:
+        x_val, y_val = with_copies(features["val"], val.labels, copies.get("val"))
         fitted, scaler = _fit_standardised(
-            np.concatenate([features["train"], features["val"]]),
-            np.concatenate([train.labels, val.labels]),
-            record["c"],
-            weights,
+            np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), record["c"], weights
         )
         result.refit = _linear_head(fitted, scaler, num_classes)
         logger.info(f"train: logistic head C={record['c']:g} refitted on {len(train) + len(val)} train + val images")
@@ -463,13 +467,19 @@ def train_model(
             read_manifest(dataset_dir)["fingerprint"],
             config.feature_cache,
             config.batch_size,
+            Copies(config.augmentation, config.augmented_copies, config.seed),
         )
-        extra["features"] = {"key": features.key.digest(), "cache_hit": features.cache_hit, "seconds": features.seconds}
+        extra["features"] = {
+            "key": features.key.digest(),
+            "cache_hit": features.cache_hit,
+            "seconds": features.seconds,
+            "augmented_copies": config.augmented_copies,
+        }
         onehot = np.eye(len(spec.class_names), dtype=np.float32)
         if config.head == "logistic":
             # A head that fine-tuning goes on to change has no train + val twin to register.
             head = fit_logistic_head(
-                model, spec, features.by_split, train, val, config, refit=not config.fine_tune_layers
+                model, spec, features.by_split, train, val, config, not config.fine_tune_layers, features.copies
             )
             tried = head.tried
             extra["logistic_head"] = tried
@@ -479,6 +489,7 @@ def train_model(
                     "file": REFIT_HEAD_FILE,
                     "c": min(tried, key=judged_loss)["c"],
                     "images": {"train": len(train), "val": len(val)},
+                    "augmented_copies": len(features.copies.get("train", ())),
                 }
             # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
@@ -506,9 +517,10 @@ def train_model(
         else:
             head = head_model(model, spec)
             head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss, metrics=["accuracy"])
+            x_train, y_train = with_copies(features.by_split["train"], train.labels, features.copies.get("train"))
             head.fit(
-                features.by_split["train"],
-                onehot[train.labels],
+                x_train,
+                onehot[y_train],
                 validation_data=(features.by_split["val"], onehot[val.labels]),
                 batch_size=config.batch_size,
                 epochs=config.epochs,

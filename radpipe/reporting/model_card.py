@@ -37,9 +37,18 @@ TRAIN_KEYS = (
     "seed",
 )
 
-LOGISTIC_KEYS = ("head", "head_selection", "head_cv_folds", "head_c", "class_weights", "fine_tune_layers", "seed")
-"""The settings that shape a 'logistic' head without fine-tuning: epochs, learning rates and augmentation
-do not touch it, and a card listing them would suggest they did."""
+LOGISTIC_KEYS = (
+    "head",
+    "head_selection",
+    "head_cv_folds",
+    "head_c",
+    "class_weights",
+    "augmented_copies",
+    "fine_tune_layers",
+    "seed",
+)
+"""The settings that shape a 'logistic' head without fine-tuning: epochs and learning rates do not touch
+it, and a card listing them would suggest they did (augmentation does, through ``augmented_copies``)."""
 
 FRAMING_TEXT = {
     "stretch": "stretched to the square",
@@ -110,7 +119,9 @@ def _refit(record: dict[str, Any]) -> str:
     images = record["images"]
     return (
         f"the logistic head, once chosen and calibrated on validation, fitted again with the same C on "
-        f"{images['train']} train + {images['val']} validation images (evaluate.refit): the registered model. "
+        f"{images['train']} train + {images['val']} validation images"
+        + (f" and {record['augmented_copies']} augmented copies of each" if record.get("augmented_copies") else "")
+        + " (evaluate.refit): the registered model. "
         "Validation scores in this card are the train-only fit's, test scores this model's"
     )
 
@@ -144,7 +155,7 @@ def _training(f: Findings) -> str:
     logistic_only = config.get("head") == "logistic" and not config.get("fine_tune_layers")
     rows = [(key, _value(config[key])) for key in (LOGISTIC_KEYS if logistic_only else TRAIN_KEYS) if key in config]
     augmentation = config.get("augmentation")
-    if isinstance(augmentation, dict) and not logistic_only:
+    if isinstance(augmentation, dict) and (not logistic_only or config.get("augmented_copies")):
         rows.append(("augmentation", ", ".join(f"{k} {_value(v)}" for k, v in augmentation.items())))
     text = md_table(["setting", "value"], rows) if rows else "_No training configuration was recorded._"
     history = extra.get("history") or []
