@@ -374,7 +374,10 @@ def fit_logistic_head(
             np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), record["c"], weights
         )
         result.refit = _linear_head(fitted, scaler, num_classes)
-        logger.info(f"train: logistic head C={record['c']:g} refitted on {len(train) + len(val)} train + val images")
+        logger.info(
+            f"train: logistic head C={record['c']:g} refitted on {len(train)} train + {len(val)} val images"
+            + (f" and {len(copies['train'])} augmented copies of each" if "train" in copies else "")
+        )
     return result
 
 
