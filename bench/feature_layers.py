@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from honest_validation import ingested
 
 LAYERS = (
     "block_3_expand_relu",  # 144 channels, 1/4
@@ -171,14 +172,10 @@ def main() -> int:
 
     from sklearn.metrics import accuracy_score, log_loss
 
-    from radpipe.components.ingest.ingest import ingest
-    from radpipe.config import DataConfig
     from radpipe.dataset import read_manifest
 
     work = Path(args.work)
-    dataset = work / "dataset"
-    if not (dataset / "manifest.json").is_file():
-        ingest(DataConfig(uri=str(Path(args.data).resolve())), dataset, work / "ingest-work")
+    dataset = ingested(args.data, work)
     sizes = tuple(sorted(int(s) for s in args.sizes.split(",")))
     features = work / f"layers-{args.framing}-{'-'.join(map(str, sizes))}.npz"
     if not features.is_file():

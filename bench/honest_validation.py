@@ -88,6 +88,17 @@ def compute_features(dataset: Path, weights: Path, out: Path, framing: str, size
     np.savez(out, **arrays)
 
 
+def ingested(data: str, work: Path) -> Path:
+    """The pipeline's ingest of ``data`` (its split, groups and near-duplicate removal), run once into ``work``."""
+    from radpipe.components.ingest.ingest import ingest
+    from radpipe.config import DataConfig
+
+    dataset = work / "dataset"
+    if not (dataset / "manifest.json").is_file():
+        ingest(DataConfig(uri=str(Path(data).resolve())), dataset, work / "ingest-work")
+    return dataset
+
+
 def sample_weights(labels: np.ndarray, groups: np.ndarray, weighting: str) -> np.ndarray:
     """Balanced classes (as scikit-learn's "balanced"), optionally each group's images sharing one vote."""
     weights = np.ones(len(labels))
@@ -221,14 +232,10 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from radpipe.components.ingest.ingest import ingest
-    from radpipe.config import DataConfig
     from radpipe.dataset import read_manifest
 
     work = Path(args.work)
-    dataset = work / "dataset"
-    if not (dataset / "manifest.json").is_file():
-        ingest(DataConfig(uri=str(Path(args.data).resolve())), dataset, work / "ingest-work")
+    dataset = ingested(args.data, work)
     sizes = tuple(sorted(int(s) for s in args.sizes.split(",")))
     name = "features" if args.framing == "stretch" else f"features-{args.framing}"
     features = work / (f"{name}.npz" if sizes == SIZES else f"{name}-{'-'.join(map(str, sizes))}.npz")

@@ -301,6 +301,10 @@ class AugmentationConfig(Section):
     translation: float = 0.05
     contrast: float = 0.1
 
+    def transforms(self) -> bool:
+        """Whether any transform is on."""
+        return self.flip or any((self.rotation, self.zoom, self.translation, self.contrast))
+
     def validate(self, path: str) -> None:
         for key in ("rotation", "zoom", "translation", "contrast"):
             value = getattr(self, key)
@@ -371,6 +375,12 @@ class TrainConfig(Section):
             0 <= self.augmented_copies <= 10,
             _join(path, "augmented_copies"),
             f"must be 0 (none) to 10, got {self.augmented_copies}",
+        )
+        _check(
+            not (self.augmented_copies and self.head_on_features) or self.augmentation.transforms(),
+            _join(path, "augmented_copies"),
+            "copies need a transform, but every one in train.augmentation is off: turn one on, or set "
+            "augmented_copies to 0",
         )
         _check(
             self.lr_schedule in ("cosine", "constant"),

@@ -51,6 +51,17 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_augmented_copies_without_a_transform_say_what_to_do() -> None:
+    off = [f"train.augmentation.{key}={value}" for key, value in (("flip", "false"), ("rotation", 0), ("zoom", 0))]
+    off += ["train.augmentation.translation=0", "train.augmentation.contrast=0"]
+    with pytest.raises(
+        ConfigError, match=r"every one in train\.augmentation is off: turn one on, or set augmented_copies to 0"
+    ):
+        load_config(None, off)
+    assert load_config(None, [*off, "train.augmented_copies=0"]).train.augmented_copies == 0
+    assert load_config(None, off[1:]).train.augmentation.flip  # one transform is enough
+
+
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -100,7 +100,7 @@ def models(server: str, ingested_tiny: Path, tmp_path_factory: pytest.TempPathFa
         dataset_dir=str(ingested_tiny),
         base_dir=str(root / "base"),
         model={"weights": "none", "image_size": 32, "scales": [1.0]},
-        train={"epochs": 2, "learning_rate": 0.01, "augmentation": NO_AUGMENTATION},
+        train={"epochs": 2, "learning_rate": 0.01, "augmentation": NO_AUGMENTATION, "augmented_copies": 0},
         candidate={"name": "trained"},
         track=track(server),
         parent_run_id="",

@@ -16,6 +16,7 @@ from radpipe.errors import DataError
 from radpipe.modelspec import REFIT_HEAD_FILE, load_model_dir
 
 NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
+"""No transforms, so no augmented copies either (``augmented_copies=0`` beside it)."""
 NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}
 
 
@@ -44,6 +45,7 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
         fine_tune_learning_rate=1e-3,
         early_stopping_patience=0,
         augmentation=NO_AUGMENTATION,
+        augmented_copies=0,
     )
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out", on_epoch=seen.append, extra={"k": "v"})
     assert [r["phase"] for r in result.history] == ["head"] * 2 + ["fine-tune"] * 3
@@ -64,7 +66,11 @@ def test_two_phases_record_every_epoch_and_restore_the_best(
 
 def test_features_are_cached_and_reused(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> None:
     config = TrainConfig(
-        epochs=2, feature_cache=str(tmp_path / "cache"), augmentation=NO_AUGMENTATION, **NO_FINE_TUNING
+        epochs=2,
+        feature_cache=str(tmp_path / "cache"),
+        augmentation=NO_AUGMENTATION,
+        augmented_copies=0,
+        **NO_FINE_TUNING,
     )
     first = train_model(base_dir, ingested_tiny, config, tmp_path / "a")
     second = train_model(base_dir, ingested_tiny, config, tmp_path / "b")
@@ -90,6 +96,7 @@ def test_early_stopping(base_dir: Path, ingested_tiny: Path, tmp_path: Path) -> 
         learning_rate=1e-6,
         early_stopping_patience=2,
         augmentation=NO_AUGMENTATION,
+        augmented_copies=0,
         **NO_FINE_TUNING,
     )
     result = train_model(base_dir, ingested_tiny, config, tmp_path / "out")
