@@ -29,6 +29,9 @@ _OWN_RECORD = re.compile(r"^[a-z][a-z -]*: ")
 retracing notes, MLflow's deprecations): those are detail, on the terminal from -v on, like the CLI's own."""
 _STARTED = re.compile(r"^Executing task '([^']+)'")
 _FINISHED = re.compile(r"^Task '([^']+)' finished with status (\S+)")
+_TASK_FAILED = re.compile(r"^Task \S+ failed with exception: ")
+"""kfp.local's report that a loop task failed: ``radpipe run``'s closing error says why, with the failed task's own
+message; kfp's text names a symptom (a missing output when a container's failure was missed), not the cause."""
 _KFP_NOISE = ("Got executor_input", "Loading KFP component", "Wrote executor output", "Did not write output file")
 """kfp's own records about the executor: in the log file, on the terminal only at DEBUG."""
 
@@ -139,7 +142,9 @@ class RunDisplay:
                 self._print(f"{task.name} {task.detail} in {task.seconds:.0f} s")
             if self._current is task:
                 self._current = None
-        elif level in ("WARNING", "ERROR", "CRITICAL") and self.level > logging.DEBUG:
+        elif (
+            level in ("WARNING", "ERROR", "CRITICAL") and self.level > logging.DEBUG and not _TASK_FAILED.match(message)
+        ):
             self._print(f"{level.lower()}: {message}")
 
     def _progress(self, task: _Task, match: re.Match[str]) -> None:

@@ -29,6 +29,10 @@ RUN = [
     "15:45:41.846 - INFO - Executing task 'train'",
     "    [KFP Executor 2026-12-03 15:45:50,000 ERROR]: train: the weights file is corrupt",
     "15:45:51.000 - ERROR - Task 'train' finished with status FAILURE",
+    # kfp's symptom of a failure it missed (its DockerRunner counts a container removed before its wait as a
+    # success): the closing error of `radpipe run` gives the failed task's own message instead.
+    "15:45:51.100 - ERROR - Task for-loop-1-iteration-0 failed with exception: Tried to get output 'dataset' from "
+    "task 'ingest', but task 'ingest' not found.",
 ]
 
 
