@@ -153,6 +153,7 @@ def run_local(
         with contextlib.ExitStack() as stack:
             log = stack.enter_context(open(log_file, "w", encoding="utf-8"))
             display = stack.enter_context(run_display.RunDisplay(log, sys.stderr, log_level))
+            stack.enter_context(run_display.RootRecords(display))
             stack.enter_context(contextlib.redirect_stdout(stack.enter_context(run_display.LineWriter(display))))
             stack.enter_context(task_processes())
             if runner == "docker":

@@ -190,6 +190,30 @@ class LineWriter(io.TextIOBase):
         super().close()
 
 
+class RootRecords(logging.Filter):
+    """While a run lasts, records logged on the root logger itself go through the display as kfp.local's own
+    lines do, not straight to the terminal: kfp.local's orchestrator reports a failed loop task with
+    ``logging.error`` (see :data:`_TASK_FAILED`). A context manager."""
+
+    def __init__(self, display: RunDisplay) -> None:
+        super().__init__()
+        self.display = display
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "root":
+            return True
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        self.display.line(f"{stamp}.{int(record.msecs):03d} - {record.levelname} - {record.getMessage()}")
+        return False
+
+    def __enter__(self) -> RootRecords:
+        logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeFilter(self)
+
+
 def log_path(home: Path) -> Path:
     """A new file under ``.radpipe/logs/`` for one run's whole output."""
     folder = home / "logs"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 
-from radpipe.pipelines.run_display import LineWriter, RunDisplay
+from radpipe.pipelines.run_display import LineWriter, RootRecords, RunDisplay
 
 # As kfp.local 2.17.0 prints them: its own records (colours included), then a task's, indented.
 RUN = [
@@ -74,3 +74,22 @@ def test_verbose_adds_the_tasks_records_and_progress_but_not_kfps_executor_input
 def test_debug_shows_every_line() -> None:
     lines, _, _ = shown(logging.DEBUG)
     assert '"inputs": {}' in "\n".join(lines) and "oneDNN custom operations" in "\n".join(lines)
+
+
+def test_root_logger_records_during_a_run_go_through_the_display() -> None:
+    """kfp.local's orchestrator calls ``logging.error`` for a failed loop task: to the log, not the terminal
+    (the closing error says why); any other root record is shown as the display shows kfp's."""
+    log, terminal, caught = io.StringIO(), io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(caught)  # what the CLI's handler would print
+    logging.getLogger().addHandler(handler)
+    try:
+        with RunDisplay(log, terminal, logging.WARNING) as display, RootRecords(display):
+            logging.error("Task for-loop-1-iteration-0 failed with exception: task 'ingest' not found.")
+            logging.error("something else broke")
+            logging.getLogger("radpipe.x").error("train: a radpipe record")  # not the root logger's: as before
+        logging.error("after the run")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert terminal.getvalue().splitlines() == ["error: something else broke"]
+    assert "ERROR - Task for-loop-1-iteration-0 failed with exception" in log.getvalue()
+    assert caught.getvalue().splitlines() == ["train: a radpipe record", "after the run"]
