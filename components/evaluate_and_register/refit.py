@@ -17,7 +17,6 @@ as chosen, and its record says why.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 from typing import Any
 
@@ -48,7 +47,7 @@ def _weights(candidate: Candidate) -> tuple[np.ndarray, np.ndarray]:
             f"candidate '{candidate.name}' records a refitted head ({record['file']}) that its model folder lacks; "
             "re-run its train task, or set evaluate.refit to false"
         )
-    data = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+    data = np.load(path, allow_pickle=False)
     return data["kernel"], data["bias"]
 
 

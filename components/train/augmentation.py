@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from radpipe.batches import batch_slices, model_batch_size
+from radpipe.batches import predict_in_batches
 from radpipe.config import AugmentationConfig
-from radpipe.progress import Progress
 
 
 def augmentation_layers(config: AugmentationConfig, seed: int) -> list[Any]:
@@ -36,6 +35,17 @@ def augmentation_layers(config: AugmentationConfig, seed: int) -> list[Any]:
     return layers
 
 
+class _Augmenting:
+    """``model`` behind ``augment``, drawn anew at every call, as :func:`predict_in_batches` calls a model."""
+
+    def __init__(self, model: Any, augment: Any) -> None:
+        self.model, self.augment = model, augment
+        self.input_shape, self.output_shape = model.input_shape, model.output_shape
+
+    def predict_on_batch(self, batch: np.ndarray) -> Any:
+        return self.model.predict_on_batch(np.clip(np.asarray(self.augment(batch, training=True)), 0.0, 255.0))
+
+
 def augmented_outputs(
     model: Any, images: np.ndarray, config: AugmentationConfig, copies: int, seed: int, batch_size: int, label: str
 ) -> np.ndarray:
@@ -46,16 +56,7 @@ def augmented_outputs(
     """
     import keras
 
-    augment = keras.Sequential(augmentation_layers(config, seed), name="augment")
-    step = model_batch_size(model, batch_size)
-    outputs = []
-    with Progress(label, copies * len(images), "images") as bar:
-        for _ in range(copies):
-            parts = []
-            for part in batch_slices(len(images), step):
-                batch = np.asarray(images[part], dtype=np.float32)
-                transformed = np.clip(np.asarray(augment(batch, training=True)), 0.0, 255.0)
-                parts.append(np.asarray(model.predict_on_batch(transformed), dtype=np.float32))
-                bar.update(len(batch))
-            outputs.append(np.concatenate(parts) if parts else np.zeros((0, *model.output_shape[1:]), np.float32))
-    return np.stack(outputs) if outputs else np.zeros((0, len(images), *model.output_shape[1:]), np.float32)
+    augmenting = _Augmenting(model, keras.Sequential(augmentation_layers(config, seed), name="augment"))
+    return np.stack(
+        [predict_in_batches(augmenting, images, batch_size, f"{label} ({copy + 1}/{copies})") for copy in range(copies)]
+    )

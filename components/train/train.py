@@ -226,11 +226,8 @@ def grouped_cv_losses(
     validation images) as the judge. The standardisation is fitted inside each fold, as in the final fit;
     so are augmented ``copies`` (a fold fits on its own images' copies, and scores original images).
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     groups = np.asarray(split.groups or split.paths)
     distinct = len(set(groups))
@@ -251,11 +248,8 @@ def grouped_cv_losses(
                 x[fit_idx], split.labels[fit_idx], None if copies is None else copies[:, fit_idx]
             )
             for c in grid:
-                model = make_pipeline(
-                    StandardScaler(), LogisticRegression(C=c, max_iter=5000, class_weight=class_weight)
-                ).fit(fit_x, fit_y)
-                classes = model.classes_
-                oof[c][np.ix_(held_idx, classes)] = model.predict_proba(x[held_idx])
+                fitted, scaler = _fit_standardised(fit_x, fit_y, c, class_weight)
+                oof[c][np.ix_(held_idx, fitted.classes_)] = fitted.predict_proba(scaler.transform(x[held_idx]))
     clipped = {c: np.clip(p, 1e-15, None) for c, p in oof.items()}  # a class a fold never saw: not log(0)
     losses = {c: float(log_loss(split.labels, p / p.sum(1, keepdims=True), labels=labels)) for c, p in clipped.items()}
     logger.info(
@@ -311,6 +305,10 @@ class LogisticHead:
     refit: LinearHead | None = None
     """The kept ``C`` fitted again on train + validation, when asked."""
 
+    @property
+    def kept(self) -> dict[str, Any]:
+        return min(self.tried, key=judged_loss)
+
 
 def fit_logistic_head(
     model: Any,
@@ -363,8 +361,8 @@ def fit_logistic_head(
         )
         if best is None or judged_loss(record) < judged_loss(best[0]):
             best = (record, _linear_head(fitted, scaler, num_classes))
-    record, head = best
-    layer.set_weights([head.kernel, head.bias])
+    record, linear = best
+    layer.set_weights([linear.kernel, linear.bias])
     judge = "grouped cross-validation" if cv else "validation"
     logger.info(f"train: logistic head: kept C={record['c']:g} (lowest {judge} log loss of {len(tried)})")
     result = LogisticHead(tried)
@@ -490,14 +488,14 @@ def train_model(
                 attachments[REFIT_HEAD_FILE] = head.refit.to_npz()
                 extra["refit_head"] = {
                     "file": REFIT_HEAD_FILE,
-                    "c": min(tried, key=judged_loss)["c"],
+                    "c": head.kept["c"],
                     "images": {"train": len(train), "val": len(val)},
                     "augmented_copies": len(features.copies.get("train", ())),
                 }
             # The kept head is "epoch 1" of the run; a fine-tuning phase must beat it on the same loss.
             probabilities = head_model(model, spec).predict(features.by_split["val"], verbose=0)
             best.consider(float(loss(onehot[val.labels], probabilities)), 0, model)
-            kept = min(tried, key=judged_loss)
+            kept = head.kept
             judge = "grouped cross-validation over train" if "cv_loss" in kept else "validation"
             best.phase_ends.append(
                 f"head: scikit-learn's logistic regression fit to convergence for each of {len(tried)} C values "
