@@ -24,6 +24,10 @@ class Backbone:
     """'tf' ([-1, 1]), 'caffe' (BGR, ImageNet mean subtracted) or 'builtin' (the model normalises)."""
     feature_layer: str
     """The last convolutional activation: Grad-CAM's target layer."""
+    intermediate_layer: str
+    """An activation one stage before the last (1/16 of the input; VGG16's at 1/8) whose average-pooled
+    output joins the last one's with ``model.intermediate_features``: finer texture than the last layer
+    describes (docs/benchmarks.md, "What the head learns from")."""
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -35,6 +39,7 @@ BACKBONES: dict[str, Backbone] = {
         None,
         "tf",
         "out_relu",
+        "block_13_expand_relu",
     ),
     "vgg16": Backbone(
         "vgg16",
@@ -44,6 +49,7 @@ BACKBONES: dict[str, Backbone] = {
         "6d6bbae143d832006294945121d1f1fc",
         "caffe",
         "block5_conv3",
+        "block4_conv3",
     ),
     "resnet50": Backbone(
         "resnet50",
@@ -53,6 +59,7 @@ BACKBONES: dict[str, Backbone] = {
         "4d473c1dd8becc155b73f8504c6f6626",
         "caffe",
         "conv5_block3_out",
+        "conv4_block6_out",
     ),
     "efficientnet_b0": Backbone(
         "efficientnet_b0",
@@ -62,5 +69,6 @@ BACKBONES: dict[str, Backbone] = {
         "50bc09e76180e00e4465e1a485ddc09d",
         "builtin",
         "top_activation",
+        "block6a_expand_activation",
     ),
 }

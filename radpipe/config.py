@@ -241,6 +241,11 @@ class ModelConfig(Section):
     mirror: bool = True
     """Average each scale's pooled features over the image and its left-right mirror image (one more
     backbone pass per scale), so the head does not depend on the side a finding is on."""
+    intermediate_features: bool = True
+    """Pool one earlier activation of the backbone beside its last (MobileNetV2's ``block_13_expand_relu``,
+    at 1/16 of the input; each backbone's in ``radpipe/backbones.py``) into every scale's features: finer
+    texture for the head, at no extra backbone pass. Chosen by grouped cross-validation
+    (docs/benchmarks.md, "What the head learns from")."""
     dropout: float = 0.3
     dense_units: int = 0
     """Units of an extra hidden layer in the head; 0 = linear head on pooled features."""

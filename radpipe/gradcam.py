@@ -38,9 +38,12 @@ class GradCam:
         # the pooling after it inside. A tape around the whole backbone kept every activation of every
         # scale and mirror view for the gradient (24 GiB for 8 images at 224-560 px); only the last
         # convolution's output needs one.
-        conv = backbone.get_layer(spec.feature_layer).output
-        self._conv = keras.Model(backbone.input, conv, name="gradcam_conv")
-        self._pool = keras.Model(conv, backbone.output, name="gradcam_pool")
+        # Earlier activations pooled beside the last (``spec.pooled_layers``) come out of the first part
+        # too: they feed the pooling, but the heatmap is the last convolution's alone.
+        taps = [backbone.get_layer(spec.feature_layer).output]
+        taps += [backbone.get_layer(name).output for name in spec.pooled_layers]
+        self._conv = keras.Model(backbone.input, taps, name="gradcam_conv")
+        self._pool = keras.Model(taps, backbone.output, name="gradcam_pool")
         # The head is the chain of layers after its input (dropout, optional dense, softmax): after the
         # backbone, or after the concatenation of every scale's features.
         head_input = model.get_layer("features") if spec.is_multiscale else backbone
@@ -75,14 +78,16 @@ class GradCam:
         if self._members:
             return self._ensemble_heatmaps(x, class_index)
         normalized = self._normalize(x)
-        convs = []
+        taps = []
         for resize, mirrored in self._views:
             view = normalized if resize is None else resize(normalized)
-            convs.append(self._conv(tf.reverse(view, axis=[2]) if mirrored else view, training=False))
+            outputs = self._conv(tf.reverse(view, axis=[2]) if mirrored else view, training=False)
+            taps.append(outputs if isinstance(outputs, list | tuple) else [outputs])
+        convs = [view_taps[0] for view_taps in taps]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             for conv in convs:
                 tape.watch(conv)
-            pooled = [self._pool(conv, training=False) for conv in convs]
+            pooled = [self._pool(list(view_taps), training=False) for view_taps in taps]
             if self._mirror:  # each scale's features: the average over the image and its mirror image
                 pooled = [(pooled[i] + pooled[i + 1]) / 2 for i in range(0, len(pooled), 2)]
             out = pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)

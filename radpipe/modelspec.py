@@ -37,6 +37,9 @@ class ModelSpec:
     """Name of the nested backbone model inside the Keras model."""
     feature_layer: str = ""
     """Last convolutional activation inside the backbone (Grad-CAM's target)."""
+    pooled_layers: list[str] = field(default_factory=list)
+    """Earlier activations inside the backbone whose average-pooled outputs follow ``feature_layer``'s in
+    the backbone's output (``model.intermediate_features``); empty: the last layer's alone."""
     scales: list[int] = field(default_factory=list)
     """Pixel sizes at which the backbone sees the image (``resize_<size>`` layers in front of it, pooled
     features concatenated as the layer ``features``); empty: one scale, the input size, and no ``features``
@@ -76,6 +79,7 @@ class ModelSpec:
             weights=data["weights"],
             backbone_layer=data.get("backbone_layer", "backbone"),
             feature_layer=data.get("feature_layer", ""),
+            pooled_layers=list(data.get("pooled_layers", [])),
             scales=[int(x) for x in data.get("scales", [])],
             mirror=bool(data.get("mirror", False)),
             extra=dict(data.get("extra", {})),

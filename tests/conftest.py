@@ -133,20 +133,30 @@ SAMPLE_CLASSES = ["adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.
 def served_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px radpipe model folder for the chest CT sample's classes, whose answers differ between images.
 
-    A random backbone (``weights: none``) in inference mode yields features of ~1e-12; the head's kernel is
-    scaled so that those differences reach the probabilities: answers then depend on the image, which the
-    tests comparing served answers with ``radpipe predict`` need.
+    A random backbone (``weights: none``) in inference mode yields features of very different sizes (~1e-12
+    at its last layer, larger at the intermediate one); the head's kernel is divided by each feature's spread
+    over the sample's images (as the logistic head folds in its standardisation), so that the differences
+    between images reach the probabilities: answers then depend on the image, which the tests comparing
+    served answers with ``radpipe predict`` need.
     """
+    import keras
+
     from radpipe.components.prepare_base.prepare_base import prepare_base
     from radpipe.config import ModelConfig
     from radpipe.modelspec import load_model_dir, save_model_dir
+    from radpipe.preprocessing import to_model_input
 
     root = tmp_path_factory.mktemp("served-model")
     prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), SAMPLE_CLASSES, root / "base", root)
     model, spec = load_model_dir(root / "base")
+    images = np.stack([to_model_input(p, spec.preprocessing) for p in sorted(SAMPLE.rglob("*.png"))]).astype("float32")
+    features = keras.Model(model.input, model.get_layer("features").output).predict(images, verbose=0)
+    spread = features.std(axis=0)
+    scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 0.0)[:, None]
     head = model.get_layer("probabilities")
     kernel, bias = head.get_weights()
-    head.set_weights([kernel * 1e12, bias])
+    kernel = kernel * scale * 3.0
+    head.set_weights([kernel, bias - features.mean(axis=0) @ kernel])
     save_model_dir(model, spec, root / "model")
     return root / "model"
 

@@ -424,6 +424,7 @@ def test_the_chosen_head_is_registered_refitted_on_train_and_validation_after_ca
     np.testing.assert_allclose(bias, refit["bias"] / fitted, rtol=1e-5, atol=1e-6)
     card = (tmp_path / "model_card.md").read_text()
     assert "**Refit**: the logistic head" in card and f"{images['train']} train + {images['val']} validation" in card
+    assert "**Features**: `out_relu` + `block_13_expand_relu` average-pooled at 32 px, each averaged with" in card
 
 
 def test_a_candidate_without_a_refitted_head_is_registered_as_trained_and_says_why(

@@ -133,8 +133,30 @@ def test_imagenet_from_the_keras_cache(tmp_path: Path, monkeypatch: pytest.Monke
 def test_other_backbones_build(name: str) -> None:
     model = build_classifier(ModelConfig(backbone=name, weights="none", image_size=32, scales=[1.0]), 2, None)
     assert model.output_shape == (None, 2)
-    feature = backbones.BACKBONES[name].feature_layer
-    assert model.get_layer("backbone").get_layer(feature) is not None
+    backbone = backbones.BACKBONES[name]
+    inner = model.get_layer("backbone")
+    channels = [
+        int(inner.get_layer(layer).output.shape[-1]) for layer in (backbone.feature_layer, backbone.intermediate_layer)
+    ]
+    assert inner.output.shape[-1] == sum(channels)  # the last layer pooled, then the intermediate one
+
+
+def test_intermediate_features_are_the_pooled_earlier_activation_after_the_last(tmp_path: Path) -> None:
+    """The backbone's output is [pooled last layer, pooled intermediate layer]; off, the last alone."""
+    import keras
+
+    spec = prepare_base(ModelConfig(weights="none", image_size=64, scales=[1.0]), ["a", "b"], tmp_path / "m", tmp_path)
+    model, loaded = load_model_dir(tmp_path / "m")
+    assert spec.pooled_layers == loaded.pooled_layers == ["block_13_expand_relu"]
+    inner = model.get_layer("backbone")
+    taps = keras.Model(inner.input, [inner.get_layer(name).output for name in ("out_relu", "block_13_expand_relu")])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    last, middle = (np.asarray(t).mean(axis=(1, 2)) for t in taps(x, training=False))
+    np.testing.assert_allclose(np.asarray(inner(x, training=False)), np.concatenate([last, middle], 1), atol=1e-5)
+    off = ModelConfig(weights="none", image_size=64, scales=[1.0], intermediate_features=False)
+    spec = prepare_base(off, ["a", "b"], tmp_path / "plain", tmp_path)
+    plain, _ = load_model_dir(tmp_path / "plain")
+    assert spec.pooled_layers == [] and plain.get_layer("backbone").output.shape[-1] == 1280
 
 
 def test_caffe_normalisation_matches_keras_preprocess_input() -> None:

@@ -83,10 +83,15 @@ def normalization_layer(backbone: Backbone) -> Any:
     return keras.layers.Identity(name="normalize")
 
 
-def build_backbone(backbone: Backbone, image_size: int | None, weights_path: Path | None) -> Any:
+def build_backbone(
+    backbone: Backbone, image_size: int | None, weights_path: Path | None, intermediate: bool = False
+) -> Any:
     """The headless backbone with global average pooling, named ``backbone``.
 
     ``image_size`` None builds it for any input size (one backbone shared by several scales).
+    ``intermediate`` adds ``backbone.intermediate_layer`` average-pooled (``intermediate_pool``) after the
+    last layer's pooled output (``pooled``): one vector per image either way, so scales, mirror averaging,
+    the feature cache and the head see a wider vector and nothing else changes.
     ``weights_path`` None means random initialisation. EfficientNet's graph differs when Keras itself
     loads ImageNet weights (an extra rescaling), so for the cached ImageNet file we let Keras load it.
     """
@@ -109,4 +114,10 @@ def build_backbone(backbone: Backbone, image_size: int | None, weights_path: Pat
             f"cannot load {weights_path} into backbone '{backbone.name}' at {image_size or 'any'} px: {exc}. "
             f"The file must hold no-top weights of {backbone.constructor} (e.g. {backbone.weights_file})."
         ) from exc
-    return keras.Model(model.input, model.output, name="backbone")
+    if not intermediate:
+        return keras.Model(model.input, model.output, name="backbone")
+    middle = keras.layers.GlobalAveragePooling2D(name="intermediate_pool")(
+        model.get_layer(backbone.intermediate_layer).output
+    )
+    pooled = keras.layers.Concatenate(name="pooled")([model.output, middle])
+    return keras.Model(model.input, pooled, name="backbone")

@@ -63,7 +63,7 @@ def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path |
     backbone = BACKBONES[config.backbone]
     scales = config.pixel_scales()
     views = len(scales) > 1 or scales[0] != config.image_size or config.mirror
-    base = build_backbone(backbone, None if views else config.image_size, weights_path)
+    base = build_backbone(backbone, None if views else config.image_size, weights_path, config.intermediate_features)
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image", dtype="float32")
     x = normalization_layer(backbone)(inputs)
     if views:
@@ -118,6 +118,7 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,
+        pooled_layers=[backbone.intermediate_layer] if config.intermediate_features else [],
         scales=scales if len(scales) > 1 or scales[0] != config.image_size or config.mirror else [],
         mirror=config.mirror,
         extra={

@@ -51,6 +51,7 @@ class FeatureKey:
     image_size: int
     preprocessing: str
     scales: tuple[int, ...] = ()
+    pooled_layers: tuple[str, ...] = ()
     augmentation: str = ""
     """With augmented copies: the transforms, how many copies and their seed (JSON); '' for none."""
 
@@ -82,6 +83,7 @@ def feature_key(spec: ModelSpec, data_fingerprint: str, copies: Copies | None = 
         image_size=spec.preprocessing.image_size,
         preprocessing=json.dumps(spec.preprocessing.to_dict(), sort_keys=True),
         scales=tuple(spec.scales),
+        pooled_layers=tuple(spec.pooled_layers),
         augmentation=copies.describe() if copies and copies.count else "",
     )
 

@@ -93,6 +93,7 @@ def _model(f: Findings) -> str:
                 f"{pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
             ),
             ("DICOM input", _dicom_input(pre)),
+            *([("Features", _features(spec))] if spec.feature_layer else []),
             ("Head", f"dropout {model_config.get('dropout', '?')}, hidden units {model_config.get('dense_units', 0)}"),
             ("Parameters", f"{int(extra['parameters']):,}" if extra.get("parameters") else "–"),
             ("Classes", ", ".join(spec.class_names)),
@@ -101,6 +102,15 @@ def _model(f: Findings) -> str:
             *([("Refit", _refit(extra["refit"]))] if extra.get("refit") else []),
         ]
     )
+
+
+def _features(spec: ModelSpec) -> str:
+    """What the head sees: which backbone layers, pooled at which sizes; the card's reader should not have to
+    open the Keras graph to know."""
+    layers = " + ".join(f"`{name}`" for name in (spec.feature_layer, *spec.pooled_layers))
+    sizes = spec.scales or [spec.preprocessing.image_size]
+    text = f"{layers} average-pooled at {', '.join(map(str, sizes))} px"
+    return text + (", each averaged with its mirror image" if spec.mirror else "")
 
 
 def _dicom_input(pre: Any) -> str:
