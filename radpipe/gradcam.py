@@ -82,7 +82,7 @@ class GradCam:
         for resize, mirrored in self._views:
             view = normalized if resize is None else resize(normalized)
             outputs = self._conv(tf.reverse(view, axis=[2]) if mirrored else view, training=False)
-            taps.append(outputs if isinstance(outputs, list | tuple) else [outputs])
+            taps.append(outputs if isinstance(outputs, list | tuple) else [outputs])  # Keras unwraps one output
         convs = [view_taps[0] for view_taps in taps]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             for conv in convs:

@@ -152,7 +152,7 @@ def served_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     images = np.stack([to_model_input(p, spec.preprocessing) for p in sorted(SAMPLE.rglob("*.png"))]).astype("float32")
     features = keras.Model(model.input, model.get_layer("features").output).predict(images, verbose=0)
     spread = features.std(axis=0)
-    scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 0.0)[:, None]
+    scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)[:, None]  # constant features: 0
     head = model.get_layer("probabilities")
     kernel, bias = head.get_weights()
     kernel = kernel * scale * 3.0

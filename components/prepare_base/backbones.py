@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,14 @@ def normalization_layer(backbone: Backbone) -> Any:
 
 
 def build_backbone(
-    backbone: Backbone, image_size: int | None, weights_path: Path | None, intermediate: bool = False
+    backbone: Backbone, image_size: int | None, weights_path: Path | None, pooled_layers: Sequence[str] = ()
 ) -> Any:
     """The headless backbone with global average pooling, named ``backbone``.
 
     ``image_size`` None builds it for any input size (one backbone shared by several scales).
-    ``intermediate`` adds ``backbone.intermediate_layer`` average-pooled (``intermediate_pool``) after the
-    last layer's pooled output (``pooled``): one vector per image either way, so scales, mirror averaging,
-    the feature cache and the head see a wider vector and nothing else changes.
+    ``pooled_layers`` (earlier activations, ``ModelSpec.pooled_layers``) are average-pooled (``<name>_pool``)
+    after the last layer's pooled output (``pooled``): one vector per image either way, so scales, mirror
+    averaging, the feature cache and the head see a wider vector and nothing else changes.
     ``weights_path`` None means random initialisation. EfficientNet's graph differs when Keras itself
     loads ImageNet weights (an extra rescaling), so for the cached ImageNet file we let Keras load it.
     """
@@ -114,10 +115,10 @@ def build_backbone(
             f"cannot load {weights_path} into backbone '{backbone.name}' at {image_size or 'any'} px: {exc}. "
             f"The file must hold no-top weights of {backbone.constructor} (e.g. {backbone.weights_file})."
         ) from exc
-    if not intermediate:
+    if not pooled_layers:
         return keras.Model(model.input, model.output, name="backbone")
-    middle = keras.layers.GlobalAveragePooling2D(name="intermediate_pool")(
-        model.get_layer(backbone.intermediate_layer).output
-    )
-    pooled = keras.layers.Concatenate(name="pooled")([model.output, middle])
+    earlier = [
+        keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(model.get_layer(name).output) for name in pooled_layers
+    ]
+    pooled = keras.layers.Concatenate(name="pooled")([model.output, *earlier])
     return keras.Model(model.input, pooled, name="backbone")

@@ -63,7 +63,7 @@ def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path |
     backbone = BACKBONES[config.backbone]
     scales = config.pixel_scales()
     views = len(scales) > 1 or scales[0] != config.image_size or config.mirror
-    base = build_backbone(backbone, None if views else config.image_size, weights_path, config.intermediate_features)
+    base = build_backbone(backbone, None if views else config.image_size, weights_path, pooled_layers(config))
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image", dtype="float32")
     x = normalization_layer(backbone)(inputs)
     if views:
@@ -86,6 +86,12 @@ def build_classifier(config: ModelConfig, num_classes: int, weights_path: Path |
         x = keras.layers.Dropout(config.dropout, name="head_dense_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"radpipe_{backbone.name}")
+
+
+def pooled_layers(config: ModelConfig) -> list[str]:
+    """The backbone's earlier activations pooled beside its last: what the graph is built with and what the
+    record says, from one place."""
+    return [BACKBONES[config.backbone].intermediate_layer] if config.intermediate_features else []
 
 
 FEATURES_LAYER = "features"
@@ -118,7 +124,7 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
         backbone=backbone.name,
         weights=config.weights,
         feature_layer=backbone.feature_layer,
-        pooled_layers=[backbone.intermediate_layer] if config.intermediate_features else [],
+        pooled_layers=pooled_layers(config),
         scales=scales if len(scales) > 1 or scales[0] != config.image_size or config.mirror else [],
         mirror=config.mirror,
         extra={
