@@ -30,7 +30,7 @@ from radpipe import dicom
 from radpipe.aliases import alias_problem
 from radpipe.backbones import BACKBONES
 from radpipe.errors import ConfigError
-from radpipe.preprocessing import FRAMINGS
+from radpipe.preprocessing import FRAMINGS, INTENSITIES
 
 S = TypeVar("S", bound="Section")
 
@@ -254,6 +254,12 @@ class ModelConfig(Section):
     to fit with the aspect ratio kept and padded with black), 'pad' (no trimming) or 'stretch' (resized to
     the square, as radpipe did before). Recorded with the model, so predict and serve frame images the same
     way. Chosen by grouped cross-validation: docs/benchmarks.md, "Honest validation"."""
+    intensity: str = "autocontrast"
+    """What is done to each framed image's grey levels: 'autocontrast' (stretched so its darkest pixel is
+    black and its brightest 1 % white) or 'none' (as exported). PNG/JPEG exports carry no Hounsfield units
+    and differ in brightness between exports of one data set; with 'none' the model's answers move with
+    that brightness (docs/benchmarks.md, "Grey levels"). Recorded with the model, so predict and serve do
+    the same; DICOM input is windowed first, then adjusted."""
     window: str | list[str] = "lung"
     """How DICOM input becomes pixels: a named window (``lung`` -600/1500, ``mediastinum`` 40/400, ``bone``
     400/1800) or ``CENTRE/WIDTH`` in modality units (HU for CT), as grey; or a list of three, one per colour
@@ -282,6 +288,11 @@ class ModelConfig(Section):
             self.framing in FRAMINGS,
             _join(path, "framing"),
             f"must be one of {', '.join(FRAMINGS)}, got {self.framing!r}",
+        )
+        _check(
+            self.intensity in INTENSITIES,
+            _join(path, "intensity"),
+            f"must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}",
         )
         _check(bool(self.scales), _join(path, "scales"), "must list at least one fraction of image_size, e.g. [1.0]")
         for i, scale in enumerate(self.scales):

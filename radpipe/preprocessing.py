@@ -32,6 +32,16 @@ FRAMINGS = ("stretch", "pad", "trim-pad")
 ``pad`` (resized to fit inside it, aspect kept, centred on black), ``trim-pad`` (the dark border cut away
 first, so the body fills the frame whatever margin the export left, then ``pad``)."""
 
+INTENSITIES = ("none", "autocontrast")
+"""What is done to an image's grey levels after framing: ``none`` (kept as exported) or ``autocontrast``
+(stretched so its darkest pixel is black and its brightest 1 % white). PNG and JPEG exports of CT carry no
+Hounsfield units, and one data set's exports differ in brightness (docs/benchmarks.md, "Grey levels")."""
+
+AUTOCONTRAST_CUTOFF = (0, 1)
+"""Percent of the darkest and brightest pixels that ``autocontrast`` clips: none of the dark ones (air and
+padding are black already), 1 % of the bright ones, so a few saturated pixels (bone, a marker, burnt-in
+text) do not set the white point."""
+
 TRIM_LEVEL = 20
 """Grey level (0-255) above which a row or column counts as content for ``trim-pad``: CT air and export
 margins sit near 0, soft tissue and bone far above."""
@@ -58,23 +68,27 @@ class Preprocessing:
     """Which frame of a multi-frame DICOM file is the image: ``middle``."""
     framing: str = "stretch"
     """How an image of any shape becomes a square (:data:`FRAMINGS`); records without it stretched."""
+    intensity: str = "none"
+    """What is done to the framed image's grey levels (:data:`INTENSITIES`); records without it: nothing."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["value_range"] = list(self.value_range)
         data["windows"] = [w.to_dict() for w in self.windows]
-        # Version 2 marks a framing that radpipe before it would ignore (and stretch): such a radpipe then
-        # refuses the model ("upgrade radpipe") instead of feeding it differently framed images.
-        data["version"] = 1 if self.framing == "stretch" else 2
+        # Each version marks what a radpipe before it would ignore (2: a framing other than stretch, 3: grey
+        # levels adjusted): such a radpipe then refuses the model ("upgrade radpipe") instead of feeding it
+        # images made another way.
+        data["version"] = 3 if self.intensity != "none" else 1 if self.framing == "stretch" else 2
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
         if (
-            int(data.get("version", 1)) not in (1, 2)
+            int(data.get("version", 1)) not in (1, 2, 3)
             or data.get("color_mode", "RGB") != "RGB"
             or data.get("frame", dicom.FRAME_POLICY) != dicom.FRAME_POLICY
             or data.get("framing", "stretch") not in FRAMINGS
+            or data.get("intensity", "none") not in INTENSITIES
         ):
             raise ValueError(f"unsupported preprocessing record {data}; upgrade radpipe to load this model")
         return cls(
@@ -86,6 +100,7 @@ class Preprocessing:
             windows=tuple(dicom.Window.from_dict(w) for w in data.get("windows", ())),
             frame=data.get("frame", dicom.FRAME_POLICY),
             framing=data.get("framing", "stretch"),
+            intensity=data.get("intensity", "none"),
         )
 
 
@@ -178,6 +193,9 @@ def to_model_input(source: ImageSource | Image.Image, preprocessing: Preprocessi
     size = preprocessing.image_size
     if preprocessing.framing == "trim-pad":
         image = trim_dark_border(image)
+    if preprocessing.intensity == "autocontrast":
+        # After the trim, so an export's margin does not count among the pixels that set the white point.
+        image = ImageOps.autocontrast(image, cutoff=AUTOCONTRAST_CUTOFF, preserve_tone=True)
     if preprocessing.framing == "stretch" or image.width == image.height:
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)

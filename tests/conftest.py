@@ -42,6 +42,11 @@ def write_image(
     return path
 
 
+AS_EXPORTED = "none"
+"""``model.intensity`` for a model that must learn :func:`make_tree`'s classes: they differ in brightness alone
+(:func:`write_image`), the cue the default's per-image grey-level stretch (``autocontrast``) removes by design."""
+
+
 def make_tree(root: Path, layout: dict[str, int], value_of=None, seed: int = 0) -> Path:
     """``{"train/cats": 6, "test/dogs": 2}`` -> that many distinct PNGs per folder."""
     value_of = value_of or (lambda folder: 60 if "cat" in folder else 190)

@@ -39,6 +39,7 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         ("train.class_weights=maybe", "expected true or false, got 'maybe'"),
         ("train.fine_tune_epochs=5", "set fine_tune_layers and fine_tune_epochs together"),
         ("model.scales=[0.5, 1.5]", "config key 'model.scales[1]': must be in (0, 1]"),
+        ("model.intensity=equalize", "config key 'model.intensity': must be one of none, autocontrast"),
         ("train.head=ridge", "must be 'logistic' or 'keras'"),
         ("data.val_fraction=0.9", "config key 'data.val_fraction': must be between 0 and 0.5"),
         ("register.model_name=a/b", "must not contain '@' or '/'"),

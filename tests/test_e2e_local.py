@@ -12,7 +12,7 @@ from radpipe.config import load_config
 from radpipe.errors import RadpipeError
 from radpipe.pipelines.local_run import run_local
 
-from conftest import make_tree
+from conftest import AS_EXPORTED, make_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +20,7 @@ FAST = [
     "model.weights=none",
     "model.image_size=64",
     "model.scales=[0.5, 1.0]",  # the default's shape (one backbone at several scales), small
+    f"model.intensity={AS_EXPORTED}",
     "register.model_name=tiny",
 ]
 SEARCH = [

@@ -86,7 +86,7 @@ def test_candidates_that_window_dicom_differently_are_not_averaged(members: list
     assert ensemble.input_preprocessing(same).windows == same[0].spec.preprocessing.windows  # both lung
     candidates = read_candidates([str(members[0]), str(bone)])
     assert ensemble.input_preprocessing(candidates) is None
-    with pytest.raises(RadpipeError, match=r"window DICOM \(model.window\) or frame images"):
+    with pytest.raises(RadpipeError, match=r"window DICOM \(model.window\), frame images"):
         ensemble.build_spec(candidates, {})
 
 
@@ -97,6 +97,17 @@ def test_candidates_that_frame_images_differently_are_not_averaged(members: list
     same = read_candidates([str(d) for d in members])
     assert ensemble.input_preprocessing(same).framing == same[0].spec.preprocessing.framing == "trim-pad"
     assert ensemble.input_preprocessing(read_candidates([str(members[0]), str(stretched)])) is None
+
+
+def test_candidates_that_adjust_grey_levels_differently_are_not_averaged(members: list[Path], tmp_path: Path) -> None:
+    as_exported = tmp_path / "as-exported"
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0], intensity="none"), CLASSES, as_exported, tmp_path
+    )
+    same = read_candidates([str(d) for d in members])
+    assert ensemble.input_preprocessing(same).intensity == "autocontrast"
+    assert ensemble.input_preprocessing(same).image_size == 40  # the largest member's
+    assert ensemble.input_preprocessing(read_candidates([str(members[0]), str(as_exported)])) is None
 
 
 def test_a_temperature_scales_every_member_of_an_ensemble(members: list[Path]) -> None:

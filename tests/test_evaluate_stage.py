@@ -31,7 +31,7 @@ from radpipe.modelspec import SPEC_FILE, load_model_dir, read_spec, save_model_d
 from radpipe.reporting import plots as plotting
 from radpipe.validation import validation_scores
 
-from conftest import MlflowServer, make_tree
+from conftest import AS_EXPORTED, MlflowServer, make_tree
 
 EXPERIMENT = "radpipe-stage-test"
 FAST_EVALUATE = {"bootstrap_samples": 200, "gradcam_per_class": 1}
@@ -95,11 +95,13 @@ def with_head(source: Path, dataset: Path, target: Path, kind: str, name: str, r
 def models(server: str, ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("candidates")
     classes = read_manifest(ingested_tiny)["classes"]
-    prepare_base(ModelConfig(weights="none", image_size=32, scales=[1.0]), classes, root / "base", root)
+    prepare_base(
+        ModelConfig(weights="none", image_size=32, scales=[1.0], intensity=AS_EXPORTED), classes, root / "base", root
+    )
     train_stage.run(
         dataset_dir=str(ingested_tiny),
         base_dir=str(root / "base"),
-        model={"weights": "none", "image_size": 32, "scales": [1.0]},
+        model={"weights": "none", "image_size": 32, "scales": [1.0], "intensity": AS_EXPORTED},
         train={"epochs": 2, "learning_rate": 0.01, "augmentation": NO_AUGMENTATION, "augmented_copies": 0},
         candidate={"name": "trained"},
         track=track(server),

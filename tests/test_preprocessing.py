@@ -63,13 +63,43 @@ def test_batch_is_float32() -> None:
 def test_record_round_trip() -> None:
     assert Preprocessing.from_dict(PRE.to_dict()) == PRE and PRE.to_dict()["version"] == 1
     with pytest.raises(ValueError, match="unsupported preprocessing record"):
-        Preprocessing.from_dict({**PRE.to_dict(), "version": 3})
+        Preprocessing.from_dict({**PRE.to_dict(), "version": 4})
     # A framing that radpipe before it would ignore is written as version 2, which such a radpipe refuses.
     padded = Preprocessing(image_size=16, framing="trim-pad")
     assert padded.to_dict()["version"] == 2 and Preprocessing.from_dict(padded.to_dict()) == padded
     assert Preprocessing.from_dict({k: v for k, v in PRE.to_dict().items() if k != "framing"}).framing == "stretch"
     with pytest.raises(ValueError, match="unsupported preprocessing record"):
         Preprocessing.from_dict({**PRE.to_dict(), "framing": "crop"})
+    # Adjusted grey levels are version 3: a radpipe before them would feed the model unadjusted images.
+    stretched = Preprocessing(image_size=16, framing="trim-pad", intensity="autocontrast")
+    assert stretched.to_dict()["version"] == 3 and Preprocessing.from_dict(stretched.to_dict()) == stretched
+    assert padded.to_dict()["intensity"] == "none"
+    assert Preprocessing.from_dict({k: v for k, v in padded.to_dict().items() if k != "intensity"}) == padded
+    with pytest.raises(ValueError, match="unsupported preprocessing record"):
+        Preprocessing.from_dict({**stretched.to_dict(), "intensity": "equalize"})
+
+
+def test_autocontrast_gives_one_input_whatever_the_exports_brightness() -> None:
+    """The same slice exported darker or brighter becomes (nearly) the same model input; as exported, not."""
+    rng = np.random.default_rng(0)
+    tissue = rng.integers(40, 200, (20, 40)).astype(np.float64)
+    tissue[0, :4] = 255  # a few saturated pixels (a marker): the 1 % cutoff keeps them from setting the white point
+
+    def exported(gain: float) -> bytes:
+        image = np.zeros((30, 60), np.uint8)
+        image[5:25, 10:50] = np.clip(tissue * gain, 0, 255).round()
+        return encode(Image.fromarray(image))
+
+    def model_input(gain: float, intensity: str) -> np.ndarray:
+        pre = Preprocessing(image_size=40, framing="trim-pad", intensity=intensity)
+        return to_model_input(exported(gain), pre).astype(np.int16)
+
+    dark, bright = model_input(0.6, "autocontrast"), model_input(1.0, "autocontrast")
+    assert np.abs(dark - bright).max() <= 3  # rounding of the darker export's fewer grey levels
+    assert np.abs(model_input(0.6, "none") - model_input(1.0, "none")).mean() > 20
+    # the brightest 1 % (the marker and the brightest tissue) is white, the black padding stays black
+    assert bright.max() == 255 and bright[0].max() == 0
+    assert np.mean(bright == 255) >= 0.005
 
 
 def slice_on_black() -> Image.Image:

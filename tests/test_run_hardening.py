@@ -24,9 +24,15 @@ from radpipe.mlflow_server import MlflowServer, free_port
 from radpipe.pipelines.local_run import run_local
 from radpipe.registration import register
 
-from conftest import make_tree
+from conftest import AS_EXPORTED, make_tree
 
-TINY = ["model.weights=none", "model.image_size=32", "model.scales=[1.0]", "register.model_name=tiny"]
+TINY = [
+    "model.weights=none",
+    "model.image_size=32",
+    "model.scales=[1.0]",
+    f"model.intensity={AS_EXPORTED}",
+    "register.model_name=tiny",
+]
 
 
 def runs_by_role(store: Path) -> dict[str, list[str]]:

@@ -15,6 +15,8 @@ from radpipe.dataset import Split, load_split, read_manifest
 from radpipe.errors import DataError
 from radpipe.modelspec import REFIT_HEAD_FILE, load_model_dir
 
+from conftest import AS_EXPORTED
+
 NO_AUGMENTATION = AugmentationConfig(flip=False, rotation=0, zoom=0, translation=0, contrast=0)
 """No transforms, so no augmented copies either (``augmented_copies=0`` beside it)."""
 NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}
@@ -24,7 +26,7 @@ NO_FINE_TUNING = {"fine_tune_layers": 0, "fine_tune_epochs": 0}
 def base_dir(ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("base")
     prepare_base(
-        ModelConfig(weights="none", image_size=32, scales=[1.0]),
+        ModelConfig(weights="none", image_size=32, scales=[1.0], intensity=AS_EXPORTED),
         read_manifest(ingested_tiny)["classes"],
         root / "m",
         root,
@@ -121,7 +123,7 @@ def test_logistic_head_is_the_regression_chosen_folded_into_the_model(
     values = {"cats": 60, "dogs": 190, "owls": 125}
     make_tree(tmp_path / "src", {n: 14 for n in names}, value_of=lambda folder: values[folder])
     ingest(DataConfig(uri=str(tmp_path / "src")), tmp_path / "ds", tmp_path / "w")
-    model_config = ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0])
+    model_config = ModelConfig(weights="none", image_size=64, scales=[0.5, 1.0], intensity=AS_EXPORTED)
     spec = prepare_base(model_config, names, tmp_path / "base", tmp_path)
     assert spec.scales == [32, 64]
     config = TrainConfig(
@@ -186,7 +188,10 @@ def test_augmented_copies_join_every_fit_of_the_logistic_head(tmp_path: Path) ->
     make_tree(tmp_path / "src", {"cats": 14, "dogs": 14}, value_of=lambda folder: {"cats": 60, "dogs": 190}[folder])
     ingest(DataConfig(uri=str(tmp_path / "src")), tmp_path / "ds", tmp_path / "w")
     prepare_base(
-        ModelConfig(weights="none", image_size=32, scales=[1.0]), ["cats", "dogs"], tmp_path / "base", tmp_path
+        ModelConfig(weights="none", image_size=32, scales=[1.0], intensity=AS_EXPORTED),
+        ["cats", "dogs"],
+        tmp_path / "base",
+        tmp_path,
     )
     config = TrainConfig(head_c=[0.1], head_selection="validation", augmented_copies=2, **NO_FINE_TUNING)
     for name in ("a", "b"):

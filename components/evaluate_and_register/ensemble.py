@@ -12,6 +12,7 @@ explained like any radpipe model; its record (``ModelSpec.members``) keeps every
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -59,17 +60,13 @@ def build_model(models: list[Any], image_sizes: list[int]) -> Any:
 
 
 def input_preprocessing(members: list[Candidate]) -> Preprocessing | None:
-    """What the ensemble's one input takes: the largest member's size, and the members' DICOM windows and
-    framing; None when members window DICOM or frame images differently (one input cannot be made two ways)."""
-    windows = {m.spec.preprocessing.windows for m in members}
-    framings = {m.spec.preprocessing.framing for m in members}
-    if len(windows) != 1 or len(framings) != 1:
+    """What the ensemble's one input takes: the largest member's size, and everything else the members' inputs
+    share (DICOM windows, framing, grey levels); None when they differ in more than size (one input cannot
+    be made two ways; each member resizes the largest to its own)."""
+    shared = {dataclasses.replace(m.spec.preprocessing, image_size=0) for m in members}
+    if len(shared) != 1:
         return None
-    return Preprocessing(
-        image_size=max(m.spec.preprocessing.image_size for m in members),
-        windows=windows.pop(),
-        framing=framings.pop(),
-    )
+    return dataclasses.replace(shared.pop(), image_size=max(m.spec.preprocessing.image_size for m in members))
 
 
 def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> ModelSpec:
@@ -86,8 +83,9 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
     preprocessing = input_preprocessing(members)
     if preprocessing is None:
         raise RadpipeError(
-            f"candidates {', '.join(m.name for m in members)} window DICOM (model.window) or frame images "
-            "(model.framing) differently; an ensemble has one input, so they cannot be averaged"
+            f"candidates {', '.join(m.name for m in members)} window DICOM (model.window), frame images "
+            "(model.framing) or adjust grey levels (model.intensity) differently; an ensemble has one input, so "
+            "they cannot be averaged"
         )
     return ModelSpec(
         class_names=list(class_names),
@@ -135,8 +133,9 @@ def consider(
     shared = input_preprocessing(members)
     if shared is None:
         logger.info(
-            "evaluate: the best candidates window DICOM (model.window) or frame images (model.framing) "
-            f"differently and cannot share one input; no ensemble, registering '{best.name}'"
+            "evaluate: the best candidates window DICOM (model.window), frame images (model.framing) or "
+            "adjust grey levels (model.intensity) differently and cannot share one input; no ensemble, "
+            f"registering '{best.name}'"
         )
         return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]

@@ -119,7 +119,10 @@ def prepare_base(config: ModelConfig, class_names: list[str], output_dir: str | 
     spec = ModelSpec(
         class_names=list(class_names),
         preprocessing=Preprocessing(
-            image_size=config.image_size, windows=dicom.parse_windows(config.window), framing=config.framing
+            image_size=config.image_size,
+            windows=dicom.parse_windows(config.window),
+            framing=config.framing,
+            intensity=config.intensity,
         ),
         backbone=backbone.name,
         weights=config.weights,

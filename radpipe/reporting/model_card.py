@@ -50,6 +50,11 @@ LOGISTIC_KEYS = (
 """The settings that shape a 'logistic' head without fine-tuning: epochs and learning rates do not touch
 it, and a card listing them would suggest they did (augmentation does, through ``augmented_copies``)."""
 
+INTENSITY_TEXT = {
+    "none": "grey levels as exported",
+    "autocontrast": "grey levels stretched per image (darkest pixel black, brightest 1 % white)",
+}
+
 FRAMING_TEXT = {
     "stretch": "stretched to the square",
     "pad": "fitted inside the square with the aspect ratio kept, padded with black",
@@ -90,7 +95,8 @@ def _model(f: Findings) -> str:
             (
                 "Input",
                 f"RGB {pre.image_size}×{pre.image_size} ({FRAMING_TEXT.get(pre.framing, pre.framing)}), "
-                f"{pre.resize} resize, {pre.dtype} in {list(pre.value_range)}",
+                f"{INTENSITY_TEXT.get(pre.intensity, pre.intensity)}, {pre.resize} resize, {pre.dtype} in "
+                f"{list(pre.value_range)}",
             ),
             ("DICOM input", _dicom_input(pre)),
             *([("Features", _features(spec))] if spec.feature_layer else []),
