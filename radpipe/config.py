@@ -259,7 +259,8 @@ class ModelConfig(Section):
     black and its brightest 1 % white) or 'none' (as exported). PNG/JPEG exports carry no Hounsfield units
     and differ in brightness between exports of one data set; with 'none' the model's answers move with
     that brightness (docs/benchmarks.md, "Grey levels"). Recorded with the model, so predict and serve do
-    the same; DICOM input is windowed first, then adjusted."""
+    the same. DICOM input is windowed first, then adjusted; a data set of DICOM alone, whose Hounsfield units
+    agree between scanners, can keep them with 'none'."""
     window: str | list[str] = "lung"
     """How DICOM input becomes pixels: a named window (``lung`` -600/1500, ``mediastinum`` 40/400, ``bone``
     400/1800) or ``CENTRE/WIDTH`` in modality units (HU for CT), as grey; or a list of three, one per colour
