@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from feature_layers import fit
 from honest_validation import ingested
-from layers_with_copies import intensity_transform
+from layers_with_copies import intensity_transform, pooled_features, pooler
 
 LAYERS = ("out_relu", "block_13_expand_relu")
 SIZES = (224, 336, 448, 560)
@@ -32,13 +32,9 @@ SIZES = (224, 336, 448, 560)
 def shifted_features(dataset: Path, weights: Path, mode: str, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Validation's pooled features, as the pipeline computes them, with grey levels times ``factor``, and
     the images' paths."""
-    import keras
-    import tensorflow as tf
     from PIL import ImageEnhance
 
     import radpipe.preprocessing as preprocessing
-    from radpipe.backbones import BACKBONES
-    from radpipe.components.prepare_base.backbones import normalization_layer
     from radpipe.dataset import load_split, read_manifest
 
     trim, adjust = preprocessing.trim_dark_border, intensity_transform(mode)
@@ -52,22 +48,8 @@ def shifted_features(dataset: Path, weights: Path, mode: str, factor: float) -> 
         )
     finally:
         preprocessing.trim_dark_border = trim
-    base = keras.applications.MobileNetV2(include_top=False, weights=str(weights), input_shape=(None, None, 3))
-    maps = keras.Model(base.input, [base.get_layer(name).output for name in LAYERS])
-    normalize = normalization_layer(BACKBONES["mobilenet_v2"])
-    pooled = tf.function(
-        lambda b: [tf.reduce_mean(f, axis=(1, 2)) for f in maps(b, training=False)], reduce_retracing=True
-    )
-    rows = []
-    for start in range(0, len(data.images), 4):
-        x = normalize(data.images[start : start + 4].astype(np.float32))
-        per: dict[str, list[np.ndarray]] = {name: [] for name in LAYERS}
-        for size in SIZES:
-            view = x if size == max(SIZES) else tf.image.resize(x, (size, size), antialias=True)
-            for name, a, b in zip(LAYERS, pooled(view), pooled(tf.reverse(view, axis=[2])), strict=True):
-                per[name].append((a.numpy() + b.numpy()) / 2)
-        rows.append(np.concatenate([np.concatenate(per[name], axis=1) for name in LAYERS], axis=1))
-    return np.concatenate(rows), np.asarray(data.paths)
+    features = pooled_features(data.images, *pooler(weights, LAYERS), LAYERS, SIZES)
+    return np.concatenate([features[name] for name in LAYERS], axis=1), np.asarray(data.paths)
 
 
 def main() -> int:

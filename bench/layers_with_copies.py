@@ -46,42 +46,58 @@ def intensity_transform(mode: str):
     return lambda image: image
 
 
-def compute(dataset: Path, weights: Path, mode: str, sizes: tuple[int, ...], out: Path) -> None:
-    """``<split>|<layer>`` (images, scales * channels) and ``copy|<layer>`` for one copy of train."""
+def pooler(weights: Path, layers: tuple[str, ...]):
+    """``(pooled, normalize)``: a traced function from a normalised batch to each of ``layers`` average-pooled,
+    and MobileNetV2's input normalisation, as prepare-base builds them."""
     import keras
     import tensorflow as tf
 
-    import radpipe.preprocessing as preprocessing
     from radpipe.backbones import BACKBONES
     from radpipe.components.prepare_base.backbones import normalization_layer
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=str(weights), input_shape=(None, None, 3))
+    maps = keras.Model(base.input, [base.get_layer(name).output for name in layers])
+    pooled = tf.function(
+        lambda b: [tf.reduce_mean(f, axis=(1, 2)) for f in maps(b, training=False)], reduce_retracing=True
+    )
+    return pooled, normalization_layer(BACKBONES["mobilenet_v2"])
+
+
+def pooled_features(
+    images: np.ndarray, pooled, normalize, layers: tuple[str, ...], sizes: tuple[int, ...], augment=None
+) -> dict[str, np.ndarray]:
+    """Each layer's pooled features of ``images`` (optionally through ``augment`` first) at every size, each
+    averaged with its mirror image, the sizes side by side: the pipeline's forward passes."""
+    import tensorflow as tf
+
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    for start in range(0, len(images), 4):
+        raw = images[start : start + 4].astype(np.float32)
+        x = normalize(tf.clip_by_value(augment(raw, training=True), 0.0, 255.0) if augment else raw)
+        per: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+        for size in sizes:
+            view = x if size == max(sizes) else tf.image.resize(x, (size, size), antialias=True)
+            for name, a, b in zip(layers, pooled(view), pooled(tf.reverse(view, axis=[2])), strict=True):
+                per[name].append((a.numpy() + b.numpy()) / 2)
+        for name in layers:
+            chunks[name].append(np.concatenate(per[name], axis=1))
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def compute(dataset: Path, weights: Path, mode: str, sizes: tuple[int, ...], out: Path) -> None:
+    """``<split>|<layer>`` (images, scales * channels) and ``copy|<layer>`` for one copy of train."""
+    import keras
+
+    import radpipe.preprocessing as preprocessing
     from radpipe.components.train.augmentation import augmentation_layers
     from radpipe.config import AugmentationConfig
     from radpipe.dataset import load_split, read_manifest
 
     trim, adjust = preprocessing.trim_dark_border, intensity_transform(mode)
     preprocessing.trim_dark_border = lambda image: adjust(trim(image))  # trim-pad's crop, then the grey levels
-    base = keras.applications.MobileNetV2(include_top=False, weights=str(weights), input_shape=(None, None, 3))
-    maps = keras.Model(base.input, [base.get_layer(name).output for name in LAYERS])
-    normalize = normalization_layer(BACKBONES["mobilenet_v2"])
+    pooled, normalize = pooler(weights, LAYERS)
     augment = keras.Sequential(augmentation_layers(AugmentationConfig(), seed=0))
-    pooled = tf.function(
-        lambda b: [tf.reduce_mean(f, axis=(1, 2)) for f in maps(b, training=False)], reduce_retracing=True
-    )
     keras.utils.set_random_seed(0)
-
-    def features(images: np.ndarray, augmented: bool) -> dict[str, np.ndarray]:
-        chunks: dict[str, list[np.ndarray]] = {name: [] for name in LAYERS}
-        for start in range(0, len(images), 4):
-            raw = images[start : start + 4].astype(np.float32)
-            x = normalize(tf.clip_by_value(augment(raw, training=True), 0.0, 255.0) if augmented else raw)
-            per: dict[str, list[np.ndarray]] = {name: [] for name in LAYERS}
-            for size in sizes:
-                view = x if size == max(sizes) else tf.image.resize(x, (size, size), antialias=True)
-                for name, a, b in zip(LAYERS, pooled(view), pooled(tf.reverse(view, axis=[2])), strict=True):
-                    per[name].append((a.numpy() + b.numpy()) / 2)
-            for name in LAYERS:
-                chunks[name].append(np.concatenate(per[name], axis=1))
-        return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
     classes = read_manifest(dataset)["classes"]
     arrays: dict[str, np.ndarray] = {}
@@ -90,9 +106,11 @@ def compute(dataset: Path, weights: Path, mode: str, sizes: tuple[int, ...], out
         data = load_split(
             dataset, split, preprocessing.Preprocessing(image_size=max(sizes), framing="trim-pad"), classes
         )
-        arrays.update({f"{split}|{k}": v for k, v in features(data.images, False).items()})
+        features = pooled_features(data.images, pooled, normalize, LAYERS, sizes)
+        arrays.update({f"{split}|{k}": v for k, v in features.items()})
         if split == "train":
-            arrays.update({f"copy|{k}": v for k, v in features(data.images, True).items()})
+            copies = pooled_features(data.images, pooled, normalize, LAYERS, sizes, augment)
+            arrays.update({f"copy|{k}": v for k, v in copies.items()})
         arrays[f"{split}|y"], arrays[f"{split}|paths"] = data.labels, np.asarray(data.paths)
         print(f"{mode}: {split} {time.monotonic() - started:.0f} s", flush=True)
     np.savez(out, **arrays)
