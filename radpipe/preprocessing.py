@@ -78,7 +78,7 @@ class Preprocessing:
         # Each version marks what a radpipe before it would ignore (2: a framing other than stretch, 3: grey
         # levels adjusted): such a radpipe then refuses the model ("upgrade radpipe") instead of feeding it
         # images made another way.
-        data["version"] = 3 if self.intensity != "none" else 1 if self.framing == "stretch" else 2
+        data["version"] = 3 if self.intensity != "none" else 2 if self.framing != "stretch" else 1
         return data
 
     @classmethod

@@ -35,6 +35,7 @@ from conftest import AS_EXPORTED, MlflowServer, make_tree
 
 EXPERIMENT = "radpipe-stage-test"
 FAST_EVALUATE = {"bootstrap_samples": 200, "gradcam_per_class": 1}
+TINY_MODEL = {"weights": "none", "image_size": 32, "scales": [1.0], "intensity": AS_EXPORTED}
 NO_AUGMENTATION = {"flip": False, "rotation": 0, "zoom": 0, "translation": 0, "contrast": 0}
 
 
@@ -95,13 +96,11 @@ def with_head(source: Path, dataset: Path, target: Path, kind: str, name: str, r
 def models(server: str, ingested_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("candidates")
     classes = read_manifest(ingested_tiny)["classes"]
-    prepare_base(
-        ModelConfig(weights="none", image_size=32, scales=[1.0], intensity=AS_EXPORTED), classes, root / "base", root
-    )
+    prepare_base(ModelConfig(**TINY_MODEL), classes, root / "base", root)
     train_stage.run(
         dataset_dir=str(ingested_tiny),
         base_dir=str(root / "base"),
-        model={"weights": "none", "image_size": 32, "scales": [1.0], "intensity": AS_EXPORTED},
+        model=dict(TINY_MODEL),
         train={"epochs": 2, "learning_rate": 0.01, "augmentation": NO_AUGMENTATION, "augmented_copies": 0},
         candidate={"name": "trained"},
         track=track(server),

@@ -59,6 +59,10 @@ def build_model(models: list[Any], image_sizes: list[int]) -> Any:
     return keras.Model(inputs, probabilities, name="radpipe_ensemble")
 
 
+SHARED_INPUT = "window DICOM (model.window), frame images (model.framing) and adjust grey levels (model.intensity)"
+"""What an ensemble's members must do alike, since their one input is made once: the settings to name."""
+
+
 def input_preprocessing(members: list[Candidate]) -> Preprocessing | None:
     """What the ensemble's one input takes: the largest member's size, and everything else the members' inputs
     share (DICOM windows, framing, grey levels); None when they differ in more than size (one input cannot
@@ -83,9 +87,9 @@ def build_spec(members: list[Candidate], val_metrics: dict[str, float]) -> Model
     preprocessing = input_preprocessing(members)
     if preprocessing is None:
         raise RadpipeError(
-            f"candidates {', '.join(m.name for m in members)} window DICOM (model.window), frame images "
-            "(model.framing) or adjust grey levels (model.intensity) differently; an ensemble has one input, so "
-            "they cannot be averaged"
+            f"candidates {', '.join(m.name for m in members)} do not all {SHARED_INPUT} alike; an ensemble has "
+            "one input, so they cannot be averaged: give the search's candidates the same settings, or set "
+            "evaluate.ensemble: 1"
         )
     return ModelSpec(
         class_names=list(class_names),
@@ -133,9 +137,8 @@ def consider(
     shared = input_preprocessing(members)
     if shared is None:
         logger.info(
-            "evaluate: the best candidates window DICOM (model.window), frame images (model.framing) or "
-            "adjust grey levels (model.intensity) differently and cannot share one input; no ensemble, "
-            f"registering '{best.name}'"
+            f"evaluate: the best candidates do not all {SHARED_INPUT} alike and cannot share one input; no "
+            f"ensemble, registering '{best.name}'"
         )
         return best, best_model
     models = [best_model if m is best else load_candidate(m) for m in members]
